@@ -1,0 +1,4 @@
+# Deploy form of retinanet_repghost_1_5x.py: the backbone is built fused (deploy=True). Test a fused checkpoint
+# written by `tools/fuse_checkpoint.py configs/retinanet_repghost_1_5x.py TRAINED.pth FUSED.pth` with it.
+_base_ = ['../retinanet_repghost_1_5x.py']
+model = dict(backbone=dict(deploy=True, init_cfg=None))

@@ -1,0 +1,34 @@
+# Semantic FPN, ADE20K 512x512, 40k iterations, 8 GPUs x 4 images, MobileNetV4-L.
+# Optimizer as the PoolFormer / RepViT Semantic FPN 40k runs: AdamW lr 2e-4, weight decay 1e-4, poly.
+# MobileNetV4-L (conv) backbone, ImageNet-pretrained: timm's mobilenetv4_conv_large.e600_r384_in1k weights, loaded
+# as they are (timm key layout). Save the hub file pytorch_model.bin (or
+# torch.save(timm.create_model('mobilenetv4_conv_large', pretrained=True).state_dict(), PATH))
+# under the name below (see docs/families/repghostnetv2.md, "Pretrained weights");
+# a missing file stops the run with a message naming the path.
+_base_ = [
+    'mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_40k.py',
+    './_base_/rep_runtime.py'
+]
+crop_size = (512, 512)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='MobileNetV4',
+        arch='L',
+        out_indices=(0, 1, 2, 3),   # strides 4/8/16/32: blocks.0..3 (official layers[2,4,15,28])
+        frozen_stages=-1,
+        norm_eval=False,
+        norm_cfg=dict(type='SyncBN'),   # tools/train.py reverts to BN on CPU
+        init_cfg=dict(type='Pretrained', checkpoint='pretrained/mobilenetv4_conv_large.pth')),
+    neck=dict(in_channels=[48, 96, 192, 512]),
+    decode_head=dict(num_classes=150))
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=1e-4),
+    clip_grad=None)
+param_scheduler = [dict(type='PolyLR', power=0.9, eta_min=1e-6, begin=0, end=40000, by_epoch=False)]

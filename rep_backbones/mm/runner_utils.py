@@ -1,0 +1,75 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share: config loading and the CPU adaptations.
+
+mmengine 0.10.7 assumes GPUs for distributed runs. On a machine without CUDA, :func:`adapt_to_cpu`
+makes the same config run on CPU, visibly (each change is logged):
+
+* SyncBN -> BN everywhere in the config (``SyncBatchNorm`` refuses CPU tensors under DDP);
+* a gloo process group is created before the Runner (mmengine's ``init_dist`` calls
+  ``torch.cuda.set_device``; with a group already there it skips its own set-up);
+* DDP is built with ``device_ids=None`` (mmengine passes ``[LOCAL_RANK]``, which CPU modules reject).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, List, Optional
+
+import torch
+from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for the tools)
+from mmengine.logging import print_log
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None) -> Config:
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = os.path.join('work_dirs', os.path.splitext(os.path.basename(path))[0])
+    return cfg
+
+
+def _replace_syncbn(node: Any, changed: List[str], path: str = 'cfg') -> Any:
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN', 'TorchSyncBN'):
+            node['type'] = 'BN'
+            changed.append(path)
+        for key, value in node.items():
+            _replace_syncbn(value, changed, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            _replace_syncbn(value, changed, f'{path}[{i}]')
+    return node
+
+
+def adapt_to_cpu(cfg: Config, launcher: str) -> None:
+    """Make a GPU config train/test on CPU (no-op when CUDA is available)."""
+    if torch.cuda.is_available():
+        return
+    changed: List[str] = []
+    _replace_syncbn(cfg._cfg_dict, changed)
+    if cfg.get('sync_bn'):
+        cfg.sync_bn = None
+        changed.append('cfg.sync_bn')
+    if changed:
+        print_log(f'[rep_backbones] no CUDA: SyncBN -> BN in {", ".join(changed)}', logger='current')
+    if launcher != 'none':
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(backend='gloo')
+        cfg.env_cfg = dict(cfg.get('env_cfg', {}), dist_cfg=dict(backend='gloo'))
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get('find_unused_parameters', False))
+        print_log('[rep_backbones] no CUDA: gloo process group, DDP with device_ids=None', logger='current')
+
+
+def ensure_hook(cfg: Config, hook_type: str, **kwargs) -> None:
+    """Append ``dict(type=hook_type, **kwargs)`` to ``custom_hooks`` unless one is there."""
+    hooks = list(cfg.get('custom_hooks', []) or [])
+    if not any(h.get('type') in (hook_type, f'rep_backbones.{hook_type}') for h in hooks):
+        hooks.append(dict(type=hook_type, **kwargs))
+    cfg.custom_hooks = hooks
+
+
+def remove_hook(cfg: Config, hook_type: str) -> None:
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks', []) or []
+                        if h.get('type') not in (hook_type, f'rep_backbones.{hook_type}')]

@@ -1,0 +1,239 @@
+"""What every backbone of the package shares: variants, feature outputs, freezing, fusion, loading.
+
+A family subclasses :class:`RepBackbone` and provides
+
+* ``arch_settings``: canonical variant name -> settings (``arch_aliases`` adds spellings);
+* ``feature_info``: one dict per feature map it can emit (``num_chs``, ``reduction``, ``module``),
+  the deepest block at each stride first, in stride order;
+* ``stages()``: ``[stem_modules, modules of feature 0, modules of feature 1, ...]``; running them in
+  order produces feature ``i`` after list ``i + 1`` (modules are looked up on every call, so fusion
+  that replaces submodules needs no bookkeeping);
+* ``_reparameterize()``: fold every training-time branch and every BatchNorm in place;
+* ``state_dict_form(sd)``: ``'train'`` or ``'deploy'``, from the keys of a state dict, and optionally
+  ``convert_state_dict`` for official key layouts.
+
+The base class gives mm-style arguments (``out_indices``, ``frozen_stages``, ``norm_eval``, ``deploy``,
+``init_cfg``), ``switch_to_deploy()`` (what mmdeploy calls) and checkpoint loading with a report.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .. import checkpoint as ckpt
+from ..reparam import is_norm
+
+logger = logging.getLogger('rep_backbones')
+
+
+class RepBackbone(nn.Module):
+    """Base of every re-parameterizable backbone; returns a tuple of feature maps.
+
+    Args:
+        arch: variant name (case-insensitive; see ``arch_settings`` / ``arch_aliases``).
+        out_indices: indices into ``feature_info`` to return; default the maps at strides 4/8/16/32.
+        frozen_stages: -1 trains everything; 0 freezes the stem; ``n`` the stem and the first ``n``
+            stages (parameters fixed, their norm layers kept in eval mode).
+        norm_eval: keep every BatchNorm (BN and SyncBN) in eval mode while training, so that the
+            running statistics stay as loaded (usual for small detection batches).
+        deploy: build the fused (inference) structure directly; load fused checkpoints into it.
+        init_cfg: ``None`` (PyTorch default init) or ``dict(type='Pretrained', checkpoint=PATH,
+            prefix=None, checkpoint_key=None, strict=True, trust=None)``.
+    """
+    arch_settings: ClassVar[Dict[str, object]] = {}
+    arch_aliases: ClassVar[Dict[str, str]] = {}
+    default_out_indices: ClassVar[Tuple[int, ...]] = (0, 1, 2, 3)
+    feature_info: List[dict]
+    # ``initializer(module, init_cfg)`` for init_cfg types other than 'Pretrained'; the mm layer sets
+    # it to mmengine's ``initialize`` (kept out of here: this module imports nothing from mm).
+    external_initializer: ClassVar[Optional[Callable]] = None
+
+    def __init__(self, out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
+                 norm_eval: bool = False, deploy: bool = False, init_cfg: Optional[dict] = None):
+        super().__init__()
+        self.out_indices = tuple(self.default_out_indices if out_indices is None else out_indices)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.deploy = False
+        self.init_cfg = init_cfg
+        self._wants_deploy = deploy
+
+    # -- construction helpers --------------------------------------------------------------------
+    @classmethod
+    def resolve_arch(cls, arch: str) -> str:
+        """Canonical variant name for ``arch`` (case-insensitive); error lists the valid names."""
+        if not isinstance(arch, str):
+            raise TypeError(f'{cls.__name__}: arch must be a variant name (str), got {arch!r}')
+        lookup = {name.lower(): name for name in cls.arch_settings}
+        lookup.update({alias.lower(): name for alias, name in cls.arch_aliases.items()})
+        name = lookup.get(arch.strip().lower())
+        if name is None:
+            valid = ', '.join(repr(n) for n in cls.arch_settings)
+            raise ValueError(f'{cls.__name__}: unknown arch {arch!r}; valid variants: {valid}')
+        return name
+
+    def _finish_init(self) -> None:
+        """Call at the end of a subclass ``__init__``: validates options, applies deploy/freezing."""
+        n = len(self.feature_info)
+        if not self.out_indices:
+            raise ValueError(f'{type(self).__name__}: out_indices is empty')
+        for i in self.out_indices:
+            if not isinstance(i, int) or not -n <= i < n:
+                raise ValueError(f'{type(self).__name__}: out_indices {self.out_indices} out of range; '
+                                 f'valid indices are 0..{n - 1} ({self._describe_features()})')
+        self.out_indices = tuple(sorted(i % n for i in self.out_indices))
+        if len(set(self.out_indices)) != len(self.out_indices):
+            raise ValueError(f'{type(self).__name__}: out_indices {self.out_indices} has duplicates')
+        if not -1 <= self.frozen_stages <= n:
+            raise ValueError(f'{type(self).__name__}: frozen_stages must be in -1..{n}, '
+                             f'got {self.frozen_stages}')
+        if self._wants_deploy:
+            self.switch_to_deploy()
+        self._freeze_stages()
+
+    def _describe_features(self) -> str:
+        return ', '.join(f"{i}: {f['num_chs']} ch @ stride {f['reduction']}"
+                         for i, f in enumerate(self.feature_info))
+
+    @property
+    def out_channels(self) -> List[int]:
+        """Channels of the returned maps, in order (what FPN's ``in_channels`` needs)."""
+        return [self.feature_info[i]['num_chs'] for i in self.out_indices]
+
+    @property
+    def out_strides(self) -> List[int]:
+        return [self.feature_info[i]['reduction'] for i in self.out_indices]
+
+    # -- to implement ----------------------------------------------------------------------------
+    def stages(self) -> List[List[nn.Module]]:
+        raise NotImplementedError
+
+    def _reparameterize(self) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def state_dict_form(cls, state_dict) -> str:
+        """``'train'`` or ``'deploy'``: which structure a state dict was saved from."""
+        raise NotImplementedError
+
+    def convert_state_dict(self, state_dict: Dict[str, Tensor], form: str) -> Dict[str, Tensor]:
+        """Hook for official layouts that differ from this model's; identity by default."""
+        return state_dict
+
+    @staticmethod
+    def is_head_key(key: str) -> bool:
+        """Keys of a classification checkpoint that a backbone ignores (reported, not loaded)."""
+        return key.split('.')[0] in ('classifier', 'head', 'head_dist', 'conv_head', 'fc')
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        outs = []
+        last = self.out_indices[-1]
+        for idx, modules in enumerate(self.stages()):
+            for module in modules:
+                x = module(x)
+            feature = idx - 1
+            if feature in self.out_indices:
+                outs.append(x)
+            if feature == last:
+                break
+        return tuple(outs)
+
+    # -- training behaviour ----------------------------------------------------------------------
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        for modules in self.stages()[:self.frozen_stages + 1]:
+            for module in modules:
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if is_norm(module):
+                    module.eval()
+        return self
+
+    # -- fusion ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Fuse in place into the inference structure (no BatchNorm left). A no-op when fused."""
+        if self.deploy:
+            return
+        self._reparameterize()
+        self.deploy = True
+        self._freeze_stages()
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def init_weights(self) -> None:
+        """Apply ``init_cfg`` (a dict or a list of dicts). ``Pretrained`` entries are loaded here,
+        with the official wrappers and key names understood (mmengine's own ``Pretrained`` init
+        would silently load nothing from a ``{'model': ...}`` file); other entries go to
+        ``external_initializer`` (mmengine's ``initialize`` when mm is installed)."""
+        cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
+        for cfg in cfgs:
+            if cfg is None:
+                continue
+            cfg = dict(cfg)
+            if cfg.get('type') != 'Pretrained':
+                if self.external_initializer is None:
+                    raise ValueError(f"{type(self).__name__}: init_cfg type {cfg.get('type')!r} needs "
+                                     "mmengine; only 'Pretrained' is handled without it")
+                self.external_initializer(self, cfg)
+                continue
+            cfg.pop('type')
+            cfg.pop('map_location', None)
+            path = cfg.pop('checkpoint', None)
+            if not path:
+                raise ValueError(f"{type(self).__name__}: init_cfg=dict(type='Pretrained') needs 'checkpoint'")
+            report = self.load_pretrained(path, **cfg)
+            logger.info('%s: %s', type(self).__name__, report.summary())
+            self.init_report = report
+
+    def load_pretrained(self, path: str, prefix: Optional[str] = None, checkpoint_key: Optional[str] = None,
+                        strict: bool = True, trust: Optional[bool] = None) -> ckpt.LoadReport:
+        """Load a released or self-trained checkpoint file; returns what was loaded and ignored.
+
+        Accepts timm/DeiT/mmengine wrappers, ``module.`` prefixes and the official key names.
+        A training-form file loaded into a ``deploy=True`` model (or the reverse) is an error that
+        says how to convert; with ``strict`` any missing or unexpected backbone key is one too.
+        """
+        try:
+            raw = ckpt.read_checkpoint(path, trust=trust)
+        except ckpt.CheckpointError as err:
+            if 'not found' in str(err):
+                raise ckpt.CheckpointError(
+                    f"{type(self).__name__}: pretrained checkpoint {path!r} not found. Download the "
+                    'release file (see the config comment or README, "Pretrained weights") and put it '
+                    "there, or point init_cfg['checkpoint'] at it.") from err
+            raise
+        state_dict, wrapper = ckpt.unwrap_state_dict(raw, checkpoint_key)
+        state_dict = ckpt.strip_prefixes(state_dict, prefix)
+        return self.load_backbone_state_dict(state_dict, source=str(path), wrapper_key=wrapper, strict=strict)
+
+    def load_backbone_state_dict(self, state_dict: Dict[str, Tensor], source: str = '<state_dict>',
+                                 wrapper_key: Optional[str] = None, strict: bool = True) -> ckpt.LoadReport:
+        """Load a state dict in this family's key layout (train or deploy form, official or ours)."""
+        form = self.state_dict_form(state_dict)
+        mine = 'deploy' if self.deploy else 'train'
+        if form != mine:
+            hint = ('build the model with deploy=False, load, then fuse (rep_backbones.fuse or '
+                    'switch_to_deploy), or convert the file with tools/fuse_checkpoint.py'
+                    if form == 'train' else
+                    'build the model with deploy=True to load a fused checkpoint; the training '
+                    'branches cannot be recovered from it')
+            raise ckpt.CheckpointError(
+                f'{type(self).__name__}: {source} is a {form}-form checkpoint but the model is in '
+                f'{mine} form (deploy={self.deploy}): {hint}')
+        state_dict = self.convert_state_dict(dict(state_dict), form)
+        report = ckpt.LoadReport(source=source, wrapper_key=wrapper_key)
+        usable = ckpt.match_state_dict(self, state_dict, report, self.is_head_key, strict=strict)
+        self.load_state_dict(usable, strict=False)
+        return report

@@ -1,0 +1,35 @@
+"""Name -> class tables of the pure-PyTorch models (the mm integration registers from these)."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Type
+
+from torch import nn
+
+BACKBONES: Dict[str, Type[nn.Module]] = {}
+CLASSIFIERS: Dict[str, Type[nn.Module]] = {}
+
+
+def register_backbone(cls: Type[nn.Module]) -> Type[nn.Module]:
+    """Class decorator: make ``cls`` buildable by its class name (``type='RepGhostNet'`` in mm)."""
+    BACKBONES[cls.__name__] = cls
+    return cls
+
+
+def register_classifier(family: str) -> Callable[[Type[nn.Module]], Type[nn.Module]]:
+    """Class decorator: the ImageNet classifier form of backbone ``family``."""
+    def wrap(cls: Type[nn.Module]) -> Type[nn.Module]:
+        CLASSIFIERS[family] = cls
+        return cls
+    return wrap
+
+
+def build_backbone(name: str, **kwargs) -> nn.Module:
+    if name not in BACKBONES:
+        raise KeyError(f'unknown backbone {name!r}; available: {", ".join(sorted(BACKBONES))}')
+    return BACKBONES[name](**kwargs)
+
+
+def build_classifier(family: str, **kwargs) -> nn.Module:
+    if family not in CLASSIFIERS:
+        raise KeyError(f'no classifier form for {family!r}; available: {", ".join(sorted(CLASSIFIERS))}')
+    return CLASSIFIERS[family](**kwargs)

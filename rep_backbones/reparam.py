@@ -1,0 +1,410 @@
+"""Re-parameterization algebra shared by every family.
+
+Every training-time branch of a re-parameterizable block is a linear map of its input, so it can be
+written as a convolution kernel ``W`` of shape ``[C_out, C_in / groups, kh, kw]`` plus a bias ``b`` of
+shape ``[C_out]``. Branches that read the same input with the same stride (and centre-aligned
+padding) are then merged by summing their kernels after padding them to a common size.
+
+All functions work on tensors (no module surgery) except :func:`fuse_conv_bn`, which builds the
+replacement ``nn.Conv2d`` for a conv followed by BatchNorm. BatchNorm here means any
+``torch.nn.modules.batchnorm._BatchNorm`` (BatchNorm2d, SyncBatchNorm, timm's BatchNormAct2d):
+in eval mode they all compute ``(x - running_mean) / sqrt(running_var + eps) * weight + bias``.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+KernelBias = Tuple[Tensor, Tensor]
+
+
+def is_norm(module: nn.Module) -> bool:
+    """True for every BatchNorm flavour (BN, SyncBN, timm's BatchNormAct2d)."""
+    return isinstance(module, _BatchNorm)
+
+
+def affine_from_stats(mean: Tensor, var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                      eps: float) -> KernelBias:
+    """Per-channel ``(scale, shift)`` of eval-mode BatchNorm from its statistics and affine."""
+    std = torch.sqrt(var + eps)
+    weight = weight if weight is not None else torch.ones_like(std)
+    bias = bias if bias is not None else torch.zeros_like(std)
+    scale = weight / std
+    return scale, bias - mean * scale
+
+
+def bn_scale_shift(bn: _BatchNorm) -> KernelBias:
+    """Per-channel ``(scale, shift)`` with ``bn(x) == x * scale + shift`` in eval mode."""
+    if bn.running_var is None or bn.running_mean is None:
+        raise ValueError(f'{type(bn).__name__} without running statistics cannot be folded '
+                         '(track_running_stats=False)')
+    return affine_from_stats(bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps)
+
+
+def fold_bn(kernel: Tensor, bias: Optional[Tensor], bn: _BatchNorm) -> KernelBias:
+    """Fold a BatchNorm that follows a conv ``(kernel, bias)``: returns the equivalent conv."""
+    scale, shift = bn_scale_shift(bn)
+    if bias is None:
+        bias = torch.zeros_like(scale)
+    return kernel * scale.reshape(-1, 1, 1, 1), bias * scale + shift
+
+
+def fold_preceding_affine(kernel: Tensor, bias: Optional[Tensor], scale: Tensor, shift: Tensor,
+                          groups: int = 1) -> KernelBias:
+    """Fold a per-channel affine ``x * scale + shift`` applied *before* a conv into the conv.
+
+    Exact where the conv sees no zero padding (a 1x1 conv, or interior pixels of a padded conv):
+    the padded zeros are not shifted, so at borders the caller must handle the difference.
+    ``kernel``: ``[C_out, C_in / groups, kh, kw]``, ``scale``/``shift``: ``[C_in]``.
+    """
+    c_out, c_in_g = kernel.shape[:2]
+    scale_g = scale.reshape(groups, 1, c_in_g)          # input channels of each group
+    shift_g = shift.reshape(groups, 1, c_in_g)
+    k = kernel.reshape(groups, c_out // groups, c_in_g, *kernel.shape[2:])
+    new_kernel = (k * scale_g[..., None, None]).reshape_as(kernel)
+    extra = (k.sum(dim=(3, 4)) * shift_g).sum(dim=2).reshape(c_out)
+    if bias is None:
+        bias = torch.zeros(c_out, dtype=kernel.dtype, device=kernel.device)
+    return new_kernel, bias + extra
+
+
+def pad_kernel(kernel: Tensor, size: Sequence[int]) -> Tensor:
+    """Zero-pad a ``[.., kh, kw]`` kernel symmetrically to ``size`` (centres stay aligned)."""
+    kh, kw = kernel.shape[-2:]
+    th, tw = size
+    if (th - kh) % 2 or (tw - kw) % 2 or th < kh or tw < kw:
+        raise ValueError(f'cannot centre a {kh}x{kw} kernel in {th}x{tw}')
+    pw, ph = (tw - kw) // 2, (th - kh) // 2
+    return F.pad(kernel, [pw, pw, ph, ph])
+
+
+def identity_kernel(channels: int, groups: int, size: Sequence[int] = (1, 1), *,
+                    dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+    """Kernel of a conv (``channels`` in = out, ``groups``) that returns its input unchanged."""
+    per_group = channels // groups
+    kernel = torch.zeros(channels, per_group, *size, dtype=dtype, device=device)
+    idx = torch.arange(channels, device=device)
+    kernel[idx, idx % per_group, size[0] // 2, size[1] // 2] = 1.0
+    return kernel
+
+
+def bn_branch(bn: _BatchNorm, groups: int, size: Sequence[int] = (1, 1)) -> KernelBias:
+    """A BN-only branch (``bn(x)``, input channels = output channels) as a conv."""
+    kernel = identity_kernel(bn.num_features, groups, size, dtype=bn.running_mean.dtype,
+                             device=bn.running_mean.device)
+    return fold_bn(kernel, None, bn)
+
+
+def conv_bn_branch(conv: nn.Conv2d, bn: Optional[_BatchNorm]) -> KernelBias:
+    """``bn(conv(x))`` (or ``conv(x)`` when ``bn`` is None) as one ``(kernel, bias)``."""
+    bias = conv.bias
+    if bn is None:
+        if bias is None:
+            bias = torch.zeros(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device)
+        return conv.weight, bias
+    return fold_bn(conv.weight, bias, bn)
+
+
+def merge_branches(branches: Iterable[KernelBias]) -> KernelBias:
+    """Sum parallel branches (same input, stride, groups) after padding to the largest kernel."""
+    branches = list(branches)
+    if not branches:
+        raise ValueError('merge_branches needs at least one branch')
+    kh = max(k.shape[-2] for k, _ in branches)
+    kw = max(k.shape[-1] for k, _ in branches)
+    kernel = sum(pad_kernel(k, (kh, kw)) for k, _ in branches)
+    bias = sum(b for _, b in branches)
+    return kernel, bias
+
+
+def make_conv(template: nn.Conv2d, kernel: Tensor, bias: Tensor) -> nn.Conv2d:
+    """A biased ``nn.Conv2d`` with ``template``'s geometry and the given ``kernel``/``bias``.
+
+    Padding is recomputed from the kernel size when the kernel is larger than the template's,
+    so that a 1x1 template merged into a 3x3 keeps 'same' output size.
+    """
+    kh, kw = kernel.shape[-2:]
+    th, tw = template.kernel_size
+    padding = template.padding
+    if (kh, kw) != (th, tw):
+        padding = (template.padding[0] + (kh - th) // 2 * template.dilation[0],
+                   template.padding[1] + (kw - tw) // 2 * template.dilation[1])
+    conv = nn.Conv2d(template.in_channels, template.out_channels, (kh, kw), stride=template.stride,
+                     padding=padding, dilation=template.dilation, groups=template.groups, bias=True,
+                     padding_mode=template.padding_mode, device=kernel.device, dtype=kernel.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(kernel)
+        conv.bias.copy_(bias)
+    return conv
+
+
+@torch.no_grad()
+def fuse_conv_bn(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
+    """The single biased conv equal to ``bn(conv(x))`` in eval mode."""
+    kernel, bias = conv_bn_branch(conv, bn)
+    return make_conv(conv, kernel.detach().clone(), bias.detach().clone())
+
+
+def fold_bn_pairs(model: nn.Module, pairs: Iterable[Tuple[str, str]]) -> None:
+    """Module surgery: for each ``(conv_name, bn_name)`` with ``bn`` applied right after ``conv``,
+    replace the conv by the fused conv and the BN by ``nn.Identity`` (keys stay stable)."""
+    for conv_name, bn_name in pairs:
+        bn = model.get_submodule(bn_name)
+        if not is_norm(bn):
+            continue  # already folded
+        model.set_submodule(conv_name, fuse_conv_bn(model.get_submodule(conv_name), bn))
+        model.set_submodule(bn_name, nn.Identity())
+
+
+@torch.no_grad()
+def fold_bn_pairs_in_state_dict(state_dict: dict, pairs: Iterable[Tuple[str, str]], eps: float = 1e-5) -> dict:
+    """The same folding on a state dict (for partially fused official checkpoints): for each pair
+    whose BN entries are present, rewrite ``conv.weight``/``conv.bias`` and drop the BN entries."""
+    for conv_name, bn_name in pairs:
+        mean_key = f'{bn_name}.running_mean'
+        if mean_key not in state_dict:
+            continue
+        scale, shift = affine_from_stats(state_dict.pop(mean_key), state_dict.pop(f'{bn_name}.running_var'),
+                                         state_dict.pop(f'{bn_name}.weight', None),
+                                         state_dict.pop(f'{bn_name}.bias', None), eps)
+        state_dict.pop(f'{bn_name}.num_batches_tracked', None)
+        weight = state_dict[f'{conv_name}.weight']
+        bias = state_dict.get(f'{conv_name}.bias')
+        bias = torch.zeros_like(scale) if bias is None else bias
+        state_dict[f'{conv_name}.weight'] = weight * scale.reshape(-1, 1, 1, 1)
+        state_dict[f'{conv_name}.bias'] = bias * scale + shift
+    return state_dict
+
+
+# -- identity-like branches and pre-conv BatchNorm at zero-padded borders ---------------------------
+
+def avg_pool_kernel(channels: int, kernel_size: Sequence[int] = (3, 3), *,
+                    dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+    """Depthwise kernel (``groups=channels``) of ``nn.AvgPool2d(kernel_size, stride, padding)``.
+
+    Exact only for ``count_include_pad=True`` (PyTorch's default) and ``ceil_mode=False``: the
+    divisor is then always ``kh * kw`` and the padded positions are zeros, which is what a zero-padded
+    conv with the same stride/padding computes. (``count_include_pad=False`` divides by the number of
+    in-image taps, a position-dependent factor no kernel can express.)
+    """
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    return torch.full((channels, 1, kh, kw), 1.0 / (kh * kw), dtype=dtype, device=device)
+
+
+def tiled_identity_kernel(in_channels: int, repeats: int, size: Sequence[int] = (1, 1), *,
+                          dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+    """Dense kernel ``[repeats * in_channels, in_channels, kh, kw]`` of ``cat([x] * repeats, dim=1)``
+    (``repeats=1``: plain identity; ``2``: the "add the input to both halves" shortcut of blocks that
+    double their channels)."""
+    one = identity_kernel(in_channels, 1, size, dtype=dtype, device=device)
+    return one.repeat(repeats, 1, 1, 1)
+
+
+def preceding_shift_taps(kernel: Tensor, shift: Tensor, groups: int = 1) -> Tensor:
+    """``[C_out, kh, kw]``: what each kernel tap adds to the output when the conv's input is the
+    per-channel constant ``shift`` (a preceding BatchNorm's shift).
+
+    Their sum over the taps is the bias that :func:`fold_preceding_affine` adds; a zero-padded conv
+    sees the constant only on in-image taps, so at the border its output lacks the taps that fall on
+    the padding: that is the border correction of :class:`BorderCorrectedConv2d`.
+    """
+    c_out, c_in_g = kernel.shape[:2]
+    k = kernel.reshape(groups, c_out // groups, c_in_g, *kernel.shape[2:])
+    taps = (k * shift.reshape(groups, 1, c_in_g, 1, 1)).sum(dim=2)
+    return taps.reshape(c_out, *kernel.shape[2:])
+
+
+def _border_runs(n_in: int, n_out: int, k: int, stride: int, pad: int, dilation: int) -> list:
+    """One spatial dimension of a conv: ``[(slice of output positions, tap mask or None), ...]``.
+
+    Output positions whose taps all land inside the input form one run with mask ``None``; every
+    other position (the few at each end) is its own run with a tuple telling which taps are inside.
+    """
+    def mask(i: int) -> tuple:
+        return tuple(0 <= i * stride - pad + u * dilation < n_in for u in range(k))
+
+    lead = 0
+    while lead < n_out and not all(mask(lead)):
+        lead += 1
+    trail = n_out
+    while trail > lead and not all(mask(trail - 1)):
+        trail -= 1
+    runs = [(slice(i, i + 1), mask(i)) for i in range(lead)]
+    if trail > lead:
+        runs.append((slice(lead, trail), None))
+    runs += [(slice(i, i + 1), mask(i)) for i in range(trail, n_out)]
+    return runs
+
+
+class BorderCorrectedConv2d(nn.Conv2d):
+    """A zero-padded conv that also carries a *preceding* BatchNorm folded into it, exactly.
+
+    ``conv(bn(x))`` with ``bn(x) = x * s + t`` and zero padding equals ``conv'(x)`` with the kernel
+    scaled by ``s`` and the bias raised by ``sum(taps)`` (``taps = preceding_shift_taps(W, t)``)
+    everywhere except where the window overlaps the padding: there the original conv read zeros
+    instead of ``t``, so ``sum(taps over padded positions)`` must be taken off again. That correction
+    depends only on the position, never on the data, and is non-zero only in the outer
+    ``ceil(padding / stride)`` rows and columns; it is applied in place to those few border strips
+    (``O(C * (H + W))`` work next to the conv's ``O(C * H * W * kh * kw)``), so the fused layer matches
+    the training form at every pixel for any input size, odd ones included.
+
+    ``border_taps`` (``[C_out, kh, kw]``, a buffer saved in the state dict) are the ``taps`` above.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.padding_mode != 'zeros' or isinstance(self.padding, str):
+            raise ValueError('BorderCorrectedConv2d needs explicit zero padding')
+        self.register_buffer('border_taps', torch.zeros(self.out_channels, *self.kernel_size,
+                                                        dtype=self.weight.dtype, device=self.weight.device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = super().forward(x)
+        if not any(self.padding):
+            return out
+        rows = _border_runs(x.shape[-2], out.shape[-2], self.kernel_size[0], self.stride[0], self.padding[0],
+                            self.dilation[0])
+        cols = _border_runs(x.shape[-1], out.shape[-1], self.kernel_size[1], self.stride[1], self.padding[1],
+                            self.dilation[1])
+        ones_h, ones_w = (True,) * self.kernel_size[0], (True,) * self.kernel_size[1]
+        regions, masks = [], []
+        for rs, mr in rows:
+            for cs, mc in cols:
+                if mr is None and mc is None:
+                    continue                          # interior: the conv's bias is already right
+                regions.append((rs, cs))
+                masks.append([[float(a and b) for b in (mc or ones_w)] for a in (mr or ones_h)])
+        if not regions:
+            return out
+        taps = self.border_taps.to(out.dtype)
+        inside = torch.tensor(masks, dtype=taps.dtype, device=taps.device)        # [R, kh, kw]
+        deficit = taps.sum(dim=(1, 2)) - torch.einsum('cuv,ruv->rc', taps, inside)  # [R, C_out]
+        for r, (rs, cs) in enumerate(regions):
+            out[:, :, rs, cs] -= deficit[r].reshape(-1, 1, 1)
+        return out
+
+
+def make_border_corrected_conv(template: nn.Conv2d, kernel: Tensor, bias: Tensor, taps: Tensor) -> nn.Conv2d:
+    """Like :func:`make_conv`, for a conv with a preceding BatchNorm folded in: ``taps`` from
+    :func:`preceding_shift_taps` (the BN's shift through the *original* kernel). Without padding the
+    folding is exact as is and a plain ``nn.Conv2d`` is returned."""
+    if not any(template.padding):
+        return make_conv(template, kernel, bias)
+    if tuple(kernel.shape[-2:]) != tuple(template.kernel_size) or tuple(taps.shape[-2:]) != tuple(kernel.shape[-2:]):
+        raise ValueError('make_border_corrected_conv: kernel, taps and template must have the same size')
+    conv = BorderCorrectedConv2d(template.in_channels, template.out_channels, template.kernel_size,
+                                 stride=template.stride, padding=template.padding, dilation=template.dilation,
+                                 groups=template.groups, bias=True, device=kernel.device, dtype=kernel.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(kernel)
+        conv.bias.copy_(bias)
+        conv.border_taps.copy_(taps)
+    return conv
+
+
+@torch.no_grad()
+def fuse_bn_conv(bn: _BatchNorm, conv: nn.Conv2d, extra: Optional[KernelBias] = None) -> nn.Conv2d:
+    """The conv equal to ``conv(bn(x)) [+ extra branch on x]`` in eval mode, exact at the borders.
+
+    ``extra``: an optional ``(kernel, bias)`` branch reading the same (un-normalized) input with the
+    same geometry (identity, average pooling, ...), merged into the kernel; it sees the same zero
+    padding, so it needs no border term. Returns :class:`BorderCorrectedConv2d` when the conv pads.
+    """
+    scale, shift = bn_scale_shift(bn)
+    kernel, bias = fold_preceding_affine(conv.weight, conv.bias, scale, shift, groups=conv.groups)
+    taps = preceding_shift_taps(conv.weight, shift, groups=conv.groups)
+    if extra is not None:
+        kernel, bias = merge_branches([(kernel, bias), extra])
+        if tuple(kernel.shape[-2:]) != tuple(conv.kernel_size):
+            raise ValueError('fuse_bn_conv: the extra branch must not be larger than the conv kernel')
+    return make_border_corrected_conv(conv, kernel.detach().clone(), bias.detach().clone(), taps.detach().clone())
+
+
+@torch.no_grad()
+def fuse_linear_bn(linear: nn.Linear, bn: _BatchNorm) -> nn.Linear:
+    """The biased ``nn.Linear`` equal to ``bn(linear(x))`` (BatchNorm1d) in eval mode."""
+    scale, shift = bn_scale_shift(bn)
+    bias = linear.bias if linear.bias is not None else torch.zeros_like(scale)
+    fused = nn.Linear(linear.in_features, linear.out_features, bias=True, device=linear.weight.device,
+                      dtype=linear.weight.dtype)
+    fused.weight.copy_(linear.weight * scale[:, None])
+    fused.bias.copy_(bias * scale + shift)
+    return fused
+
+
+# -- kernels of dilated and serial (composed) depthwise convolutions -----------------------------------
+
+def fold_following_affine(kernel: Tensor, bias: Optional[Tensor], scale: Tensor, shift: Tensor) -> KernelBias:
+    """Fold a per-channel affine ``y * scale + shift`` applied *after* a conv into the conv.
+
+    Always exact (also at borders). ``scale``/``shift``: ``[C_out]``. :func:`fold_bn` is the
+    special case of a BatchNorm; use this one when the affine is a slice of a wider BatchNorm or
+    the combination of several.
+    """
+    if bias is None:
+        bias = torch.zeros_like(scale)
+    return kernel * scale.reshape(-1, *([1] * (kernel.dim() - 1))), bias * scale + shift
+
+
+def dilate_kernel(kernel: Tensor, dilation: Union[int, Sequence[int]]) -> Tensor:
+    """The dense kernel of a dilated conv: ``[.., kh, kw]`` -> ``[.., (kh-1)*dh+1, (kw-1)*dw+1]``
+    with zeros between the taps. A conv with the dense kernel, dilation 1 and the same padding
+    equals the dilated conv (e.g. 2x2 dilation 2 padding 1 == a 3x3 padding 1 with only corners)."""
+    dh, dw = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+    kh, kw = kernel.shape[-2:]
+    out = kernel.new_zeros(*kernel.shape[:-2], (kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    out[..., ::dh, ::dw] = kernel
+    return out
+
+
+def compose_depthwise(first: Tensor, second: Tensor, first_bias: Optional[Tensor] = None,
+                      second_bias: Optional[Tensor] = None) -> KernelBias:
+    """One depthwise conv equal to depthwise conv ``first`` followed by depthwise conv ``second``.
+
+    Kernels ``[C, 1, kh, kw]`` (same ``C``; both "same"-padded, i.e. padding ``(k - 1) // 2`` with
+    odd sizes); the result is the per-channel full convolution of the two kernels, of size
+    ``(kh1 + kh2 - 1, kw1 + kw2 - 1)``, padding ``(k - 1) // 2`` again, and bias
+    ``second_bias + first_bias * sum(second)``.
+
+    Exactness: the serial pair pads its *intermediate* map with zeros, the composed conv does not
+    see that map. Both agree everywhere when the first kernel is a single row and the second a
+    single column (or the reverse, or either is 1x1) **and** ``first_bias`` is zero; a non-zero
+    ``first_bias`` is then only exact away from the borders that the second kernel crosses (see
+    :func:`serial_bias_border_profile`). The same holds with strides when the first conv strides
+    only along its own axis (``(1, s)`` for a ``1 x k`` row) and the second along its own
+    (``(s, 1)``): the composite then has stride ``s`` in both directions.
+    """
+    if first.shape[1] != 1 or second.shape[1] != 1 or first.shape[0] != second.shape[0]:
+        raise ValueError(f'compose_depthwise needs depthwise kernels [C, 1, kh, kw] with equal C, got '
+                         f'{tuple(first.shape)} and {tuple(second.shape)}')
+    channels = first.shape[0]
+    kh2, kw2 = second.shape[-2:]
+    # full convolution (not correlation) of the two kernels, one channel per group
+    padded = F.pad(first.transpose(0, 1), [kw2 - 1, kw2 - 1, kh2 - 1, kh2 - 1])
+    kernel = F.conv2d(padded, second.flip(-2, -1), groups=channels).transpose(0, 1)
+    bias = torch.zeros(channels, dtype=first.dtype, device=first.device)
+    if second_bias is not None:
+        bias = bias + second_bias
+    if first_bias is not None:
+        bias = bias + first_bias * second.sum(dim=(1, 2, 3))
+    return kernel, bias
+
+
+def serial_bias_border_profile(second: Tensor, length: int, padding: Sequence[int]) -> Tensor:
+    """How a constant per-channel input (a bias of the first conv of a serial pair) reaches the
+    output of zero-padded depthwise conv ``second`` ``[C, 1, kh, kw]`` on an input of ``length``
+    rows (for an ``k x 1`` kernel) or columns (``1 x k``), relative to the interior value:
+    ``[C, length]``, zero except within ``k // 2`` of both ends. Multiply by the first bias and add
+    to the composed conv's output to make :func:`compose_depthwise` exact at the borders too."""
+    kh, kw = second.shape[-2:]
+    if kh != 1 and kw != 1:
+        raise ValueError(f'serial_bias_border_profile needs a 1-D kernel, got {kh}x{kw}')
+    taps = second.reshape(second.shape[0], 1, -1)                        # [C, 1, k]
+    pad = padding[0] if kw == 1 else padding[1]
+    ones = second.new_ones(1, second.shape[0], length)
+    seen = F.conv1d(ones, taps, padding=pad, groups=second.shape[0])[0]  # [C, length]
+    return seen - taps.sum(dim=(1, 2))[:, None]

@@ -1,0 +1,83 @@
+"""Shared test utilities: non-trivial BN statistics and the fused-vs-training equivalence check."""
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import rep_backbones
+
+# The project's fusion tolerance: max |fused - train| <= FUSE_RTOL * max |train| (float32, eval mode).
+FUSE_RTOL = 1e-4
+ODD_SIZE = (251, 331)
+
+
+@torch.no_grad()
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm random running mean/var and affine parameters (not the init values),
+    so that folding mistakes cannot hide behind mean 0 / var 1 / weight 1 / bias 0."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=gen) * 2 - 1)
+            module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+            if module.weight is not None:
+                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+    return model
+
+
+def count_norms(model: nn.Module) -> int:
+    return sum(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def assert_fuses_exactly(model: nn.Module, x: torch.Tensor, rtol: float = FUSE_RTOL) -> nn.Module:
+    """Fuse a deep copy of ``model`` (eval mode, random BN stats) and compare every output."""
+    randomize_bn(model)
+    model.eval()
+    fused = rep_backbones.fuse(copy.deepcopy(model))
+    ref, out = model(x), fused(x)
+    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    out = out if isinstance(out, (tuple, list)) else (out,)
+    assert len(ref) == len(out)
+    for a, b in zip(ref, out):
+        assert a.shape == b.shape
+        err = (a - b).abs().max().item()
+        scale = a.abs().max().item()
+        assert err <= rtol * scale, f'fused output differs: max |diff| {err:.3g} > {rtol} * {scale:.3g}'
+    return fused
+
+
+# Copies of ../shared/reference/keys: every key (name and shape) of the official checkpoints.
+KEYS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'keys')
+
+
+def keys_file(name: str) -> str:
+    """Path of a reference key list (``NAME.keys.txt`` / ``NAME.fused_keys.txt``)."""
+    return os.path.join(KEYS_DIR, name)
+
+
+def synthetic_state_dict(path: str, seed: int = 0) -> dict:
+    """A state dict with the names and shapes listed in a reference keys file (``name (d0, d1)``),
+    filled with random values (positive ``running_var``)."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            name, shape = line.split(' ', 1)
+            dims = tuple(int(d) for d in shape.strip('()').split(',') if d.strip())
+            if name.endswith('num_batches_tracked'):
+                state[name] = torch.tensor(100)
+            elif name.endswith('running_var'):
+                state[name] = torch.rand(dims, generator=gen) + 0.5
+            else:
+                state[name] = torch.randn(dims, generator=gen) * 0.1
+    return state

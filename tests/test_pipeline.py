@@ -1,0 +1,135 @@
+"""The toy pipeline through the real tools: train, test with and without fusion, fuse the checkpoint,
+deploy config, distributed CPU training, and mim. Small data and schedules; subprocesses as a user
+runs them."""
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from rep_backbones.toy_data import make_toy_ade20k, make_toy_coco
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+DET_CFG = 'configs/toy/toy_mask_rcnn_repghost_1_0x.py'
+SEG_CFG = 'configs/toy/toy_fpn_repghost_1_0x_ade20k.py'
+
+
+def run(args, cwd=ROOT, env=None, timeout=600):
+    proc = subprocess.run(args, cwd=cwd, env=dict(os.environ, **(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f'{" ".join(map(str, args))}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
+    return proc.stdout + proc.stderr
+
+
+def det_options(root, epochs=1):
+    """--cfg-options pointing the toy config at ``root`` with a tiny schedule."""
+    ann = os.path.join(root, 'annotations', 'instances_{}2017.json')
+    return ['--cfg-options', f'train_dataloader.dataset.data_root={root}/', f'val_dataloader.dataset.data_root={root}/',
+            f'test_dataloader.dataset.data_root={root}/', f'val_evaluator.ann_file={ann.format("val")}',
+            f'test_evaluator.ann_file={ann.format("val")}', f'train_cfg.max_epochs={epochs}',
+            f'train_cfg.val_interval={epochs}', f'default_hooks.checkpoint.interval={epochs}',
+            'train_dataloader.batch_size=2', 'model.backbone.arch=0.5x',
+            'model.neck.in_channels=[12,20,56,80]']
+
+
+@pytest.fixture(scope='module')
+def toy_coco(tmp_path_factory):
+    root = tmp_path_factory.mktemp('toy_coco')
+    make_toy_coco(str(root), num_train=8, num_val=4, image_size=(128, 160))
+    return str(root)
+
+
+@pytest.fixture(scope='module')
+def trained_det(toy_coco, tmp_path_factory):
+    work = tmp_path_factory.mktemp('det')
+    run([PY, 'tools/train.py', DET_CFG, '--work-dir', str(work), *det_options(toy_coco, epochs=2)])
+    assert os.path.isfile(work / 'epoch_2.pth')
+    return work
+
+
+def _test(cfg, ckpt, work, toy_coco, *extra):
+    out, dump = work / f'metrics{len(extra)}.json', work / f'pred{len(extra)}.pkl'
+    log = run([PY, 'tools/test.py', cfg, str(ckpt), '--work-dir', str(work), '--out-json', str(out),
+               '--dump', str(dump), *extra, *det_options(toy_coco)])
+    with open(dump, 'rb') as f:
+        predictions = pickle.load(f)    # our own file, written by this test
+    return json.load(open(out)), predictions, log
+
+
+def _scores(predictions):
+    return [p['pred_instances']['scores'][:20] for p in predictions]
+
+
+def test_test_with_and_without_fusion_agree(trained_det, toy_coco):
+    ckpt = trained_det / 'epoch_2.pth'
+    plain, plain_pred, _ = _test(DET_CFG, ckpt, trained_det, toy_coco, '--no-fuse')
+    fused, fused_pred, log = _test(DET_CFG, ckpt, trained_det, toy_coco)
+    assert 'RepFuseHook (test): fused backbone' in log and 'fused vs training form on the first batch' in log
+    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'):
+        assert fused[key] == pytest.approx(plain[key], abs=1e-3)
+    # The metrics of a briefly trained model are small; the raw predictions are the sharp check.
+    import torch
+    for a, b in zip(_scores(plain_pred), _scores(fused_pred)):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
+    assert sum(len(s) for s in _scores(plain_pred)) > 0
+
+
+def test_fused_checkpoint_loads_into_deploy_config(trained_det, toy_coco, tmp_path):
+    fused_ckpt = tmp_path / 'fused.pth'
+    log = run([PY, 'tools/fuse_checkpoint.py', DET_CFG, str(trained_det / 'epoch_2.pth'), str(fused_ckpt),
+               '--cfg-options', 'model.backbone.arch=0.5x', 'model.neck.in_channels=[12,20,56,80]'])
+    assert 'fused backbone' in log and 'loads strictly' in log
+    deploy_cfg = tmp_path / 'deploy.py'
+    deploy_cfg.write_text(f"_base_ = [{os.path.join(ROOT, DET_CFG)!r}]\nmodel = dict(backbone=dict(deploy=True))\n")
+    plain, plain_pred, _ = _test(DET_CFG, trained_det / 'epoch_2.pth', tmp_path, toy_coco, '--no-fuse')
+    deploy, deploy_pred, log = _test(str(deploy_cfg), fused_ckpt, tmp_path, toy_coco)
+    assert 'already in deploy form' in log
+    assert deploy['coco/bbox_mAP'] == pytest.approx(plain['coco/bbox_mAP'], abs=1e-3)
+    import torch
+    for a, b in zip(_scores(plain_pred), _scores(deploy_pred)):
+        assert torch.allclose(a, b, atol=1e-4)
+    # a training checkpoint in the deploy config is refused, not silently half-loaded
+    proc = subprocess.run([PY, 'tools/test.py', str(deploy_cfg), str(trained_det / 'epoch_2.pth'),
+                           *det_options(toy_coco)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and 'train-form checkpoint but the model is in deploy form' in proc.stderr
+
+
+def test_distributed_cpu_training_with_two_processes(toy_coco, tmp_path):
+    log = run(['bash', 'tools/dist_train.sh', DET_CFG, '2', '--work-dir', str(tmp_path),
+               *det_options(toy_coco, epochs=1)], env={'PYTHON': PY, 'PORT': '29512'})
+    assert 'no CUDA: gloo process group' in log
+    assert os.path.isfile(tmp_path / 'epoch_1.pth')
+
+
+def test_segmentation_toy_train_and_fused_test(tmp_path):
+    root = tmp_path / 'ade'
+    make_toy_ade20k(str(root), num_train=4, num_val=2, image_size=(96, 128))
+    opts = ['--cfg-options', f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}', 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+            'default_hooks.checkpoint.interval=4', 'train_dataloader.batch_size=2']
+    run([PY, 'tools/train.py', SEG_CFG, '--work-dir', str(tmp_path), *opts])
+    metrics = {}
+    for name, extra in [('plain', ['--no-fuse']), ('fused', [])]:
+        out = tmp_path / f'{name}.json'
+        run([PY, 'tools/test.py', SEG_CFG, str(tmp_path / 'iter_4.pth'), '--work-dir', str(tmp_path),
+             '--out-json', str(out), *extra, *opts])
+        metrics[name] = json.load(open(out))
+    assert metrics['fused']['mIoU'] == pytest.approx(metrics['plain']['mIoU'], abs=1e-3)
+
+
+@pytest.mark.skipif(shutil.which('mim', path=os.path.dirname(PY)) is None, reason='openmim not installed')
+def test_mim_finds_configs_and_tools(trained_det, toy_coco, tmp_path):
+    """`mim test rep_backbones NAME` resolves the config by name and runs our tools/test.py, from any
+    directory; `mim test mmdet CONFIG` runs mmdet's own test script on our config."""
+    mim = os.path.join(os.path.dirname(PY), 'mim')
+    ckpt = str(trained_det / 'epoch_2.pth')
+    log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG), '--checkpoint', ckpt,
+               '--work-dir', str(tmp_path / 'a'), *det_options(toy_coco)], cwd=str(tmp_path))
+    assert "we find the config file in codebase rep_backbones" in log and 'coco/bbox_mAP' in log
+    log = run([mim, 'test', 'mmdet', os.path.join(ROOT, DET_CFG), '--checkpoint', ckpt,
+               '--work-dir', str(tmp_path / 'b'), *det_options(toy_coco)], cwd=str(tmp_path))
+    assert 'RepFuseHook (test): fused backbone' in log and 'coco/bbox_mAP' in log

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Distributed training with torchrun, as in mmdetection:
+#   bash tools/dist_train.sh CONFIG NUM_PROCS [train.py args...]
+#   e.g. bash tools/dist_train.sh configs/mask_rcnn_repghost_1_3x.py 8
+# Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT. Without CUDA the processes train on CPU (gloo).
+set -euo pipefail
+CONFIG=$1
+NPROCS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PYTHON=${PYTHON:-python}
+PYTHONPATH="$DIR/..:${PYTHONPATH:-}" \
+"$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$NPROCS" --master_port="$PORT" \
+    "$DIR/train.py" "$CONFIG" --launcher pytorch "${@:3}"
