@@ -134,7 +134,12 @@ def test_official_training_checkpoint_loads_with_every_key(tmp_path, arch):
     report = model.init_report
     assert report.wrapper_key == 'state_dict_ema'
     assert not report.missing and not report.unexpected and not report.mismatched
-    assert sorted(report.ignored) == ['classifier.bias', 'classifier.weight', 'conv_head.bias', 'conv_head.weight']
+    head = ['classifier.bias', 'classifier.weight', 'conv_head.bias', 'conv_head.weight']
+    # blocks.9 (the final 1x1 conv) is only built when out_indices asks for feature 4
+    assert sorted(k for k in report.ignored if not k.startswith('blocks.9.')) == head
+    assert len(report.ignored) == 4 + 6 and not any(k.startswith('blocks.9.') for k in model.state_dict())
+    with_final = RepGhostNet(arch, out_indices=(0, 1, 2, 3, 4))
+    assert sorted(with_final.load_pretrained(str(path)).ignored) == head
     own = model.state_dict()
     assert all(torch.equal(own[k], ema[k]) for k in own)
     # the classifier form takes every key of the file
@@ -160,7 +165,7 @@ def test_official_converted_checkpoint_loads_into_deploy_model(arch):
     out = deploy(x)
     assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
     # and the backbone alone, with the head keys reported
-    backbone = RepGhostNet(arch, deploy=True)
+    backbone = RepGhostNet(arch, deploy=True, out_indices=(4,))
     report = backbone.load_backbone_state_dict(official)
     assert len(report.ignored) == 4 and not report.missing
 

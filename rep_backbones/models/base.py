@@ -60,6 +60,9 @@ class RepBackbone(nn.Module):
         self.deploy = False
         self.init_cfg = init_cfg
         self._wants_deploy = deploy
+        # Any load_state_dict that reaches this module (mmengine's load_from / resume / Pretrained
+        # with a prefix, plain PyTorch) goes through the same form check and key conversion.
+        self._register_load_state_dict_pre_hook(self._check_loaded_keys)
 
     # -- construction helpers --------------------------------------------------------------------
     @classmethod
@@ -221,6 +224,14 @@ class RepBackbone(nn.Module):
     def load_backbone_state_dict(self, state_dict: Dict[str, Tensor], source: str = '<state_dict>',
                                  wrapper_key: Optional[str] = None, strict: bool = True) -> ckpt.LoadReport:
         """Load a state dict in this family's key layout (train or deploy form, official or ours)."""
+        state_dict = self._conform(dict(state_dict), source)
+        report = ckpt.LoadReport(source=source, wrapper_key=wrapper_key)
+        usable = ckpt.match_state_dict(self, state_dict, report, self.is_head_key, strict=strict)
+        self.load_state_dict(usable, strict=False)
+        return report
+
+    def _conform(self, state_dict: Dict[str, Tensor], source: str) -> Dict[str, Tensor]:
+        """Refuse a state dict of the other form (train vs deploy); convert official layouts."""
         form = self.state_dict_form(state_dict)
         mine = 'deploy' if self.deploy else 'train'
         if form != mine:
@@ -232,8 +243,15 @@ class RepBackbone(nn.Module):
             raise ckpt.CheckpointError(
                 f'{type(self).__name__}: {source} is a {form}-form checkpoint but the model is in '
                 f'{mine} form (deploy={self.deploy}): {hint}')
-        state_dict = self.convert_state_dict(dict(state_dict), form)
-        report = ckpt.LoadReport(source=source, wrapper_key=wrapper_key)
-        usable = ckpt.match_state_dict(self, state_dict, report, self.is_head_key, strict=strict)
-        self.load_state_dict(usable, strict=False)
-        return report
+        return self.convert_state_dict(state_dict, form)
+
+    def _check_loaded_keys(self, state_dict, prefix, *args) -> None:
+        """``load_state_dict`` pre-hook: same check and conversion for the keys under ``prefix``."""
+        own = {k[len(prefix):]: state_dict[k] for k in list(state_dict) if k.startswith(prefix)}
+        if not own:
+            return
+        converted = self._conform(dict(own), f'state dict for {prefix.rstrip(".") or "the model"}')
+        if converted.keys() != own.keys() or any(converted[k] is not own[k] for k in own):
+            for key in own:
+                del state_dict[prefix + key]
+            state_dict.update({prefix + k: v for k, v in converted.items()})

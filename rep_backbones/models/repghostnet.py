@@ -73,7 +73,7 @@ class RepGhostNet(RepBackbone):
 
     Features (``out_indices``): 0..3 = outputs of ``blocks.2/4/6/8`` at strides 4/8/16/32, and
     4 = the final 1x1 ConvBnAct (``blocks.9``, stride 32, ``make_div(960 * w)`` channels).
-    Stages for ``frozen_stages``: stem, blocks 0-2, 3-4, 5-6, 7-8, 9.
+    Stages for ``frozen_stages``: stem, blocks 0-2, 3-4, 5-6, 7-8, 9 (built only if feature 4 is used).
     """
     arch_settings = WIDTHS
     arch_aliases = _width_aliases()
@@ -101,8 +101,12 @@ class RepGhostNet(RepBackbone):
             if idx in FEATURE_BLOCKS:
                 self.feature_info.append(dict(num_chs=prev, reduction=stride, module=f'blocks.{idx}'))
         final_chs = make_divisible(STAGE_TABLE[-1][-1][1] * width * 2, 4)
-        blocks.append(nn.Sequential(ConvBnAct(prev, final_chs)))
         self.feature_info.append(dict(num_chs=final_chs, reduction=stride, module='blocks.9'))
+        # The final 1x1 conv exists only when feature 4 is asked for: unused parameters would break
+        # DDP and waste optimizer state. Its checkpoint keys are then reported as ignored.
+        self.has_final_conv = any(i % len(self.feature_info) == 4 for i in self.out_indices)
+        if self.has_final_conv:
+            blocks.append(nn.Sequential(ConvBnAct(prev, final_chs)))
         self.blocks = nn.Sequential(*blocks)
         if norm_cfg is not None:
             _apply_norm_cfg(self, norm_cfg)
@@ -117,7 +121,7 @@ class RepGhostNet(RepBackbone):
     def _conv_bn_pairs(self) -> List[Tuple[str, str]]:
         """Every (conv, following BN) pair, by module name, in the training structure."""
         pairs = [('conv_stem', 'bn1')]
-        for i, stage in enumerate(self.blocks[:len(STAGE_TABLE)]):
+        for i, stage in enumerate(self.blocks[:len(STAGE_TABLE)]):  # blocks.9 (ConvBnAct) comes last
             for j, block in enumerate(stage):
                 name = f'blocks.{i}.{j}'
                 pairs += [(f'{name}.ghost1.primary_conv.0', f'{name}.ghost1.primary_conv.1'),
@@ -127,8 +131,12 @@ class RepGhostNet(RepBackbone):
                 if len(block.shortcut):
                     pairs += [(f'{name}.shortcut.0', f'{name}.shortcut.1'),
                               (f'{name}.shortcut.2', f'{name}.shortcut.3')]
-        pairs.append((f'blocks.{len(STAGE_TABLE)}.0.conv', f'blocks.{len(STAGE_TABLE)}.0.bn1'))
+        if self.has_final_conv:
+            pairs.append((f'blocks.{len(STAGE_TABLE)}.0.conv', f'blocks.{len(STAGE_TABLE)}.0.bn1'))
         return pairs
+
+    def is_head_key(self, key: str) -> bool:
+        return RepBackbone.is_head_key(key) or (not self.has_final_conv and key.startswith('blocks.9.'))
 
     def _reparameterize(self) -> None:
         for module in self.modules():
@@ -208,8 +216,7 @@ class RepGhostNetClassifier(RepGhostNet):
         if deploy:
             self.switch_to_deploy()
 
-    @staticmethod
-    def is_head_key(key: str) -> bool:
+    def is_head_key(self, key: str) -> bool:
         return False
 
     def forward(self, x: Tensor) -> Tensor:
