@@ -133,3 +133,27 @@ def test_mim_finds_configs_and_tools(trained_det, toy_coco, tmp_path):
     log = run([mim, 'test', 'mmdet', os.path.join(ROOT, DET_CFG), '--checkpoint', ckpt,
                '--work-dir', str(tmp_path / 'b'), *det_options(toy_coco)], cwd=str(tmp_path))
     assert 'RepFuseHook (test): fused backbone' in log and 'coco/bbox_mAP' in log
+
+
+@pytest.mark.skipif(shutil.which('mim', path=os.path.dirname(PY)) is None, reason='openmim not installed')
+def test_mim_with_a_wheel_install(trained_det, toy_coco, tmp_path):
+    """The same lookup when the package is installed from its wheel (configs/tools copied into .mim)."""
+    run([PY, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', ROOT, '-w', str(tmp_path / 'whl')])
+    wheel = next((tmp_path / 'whl').glob('rep_backbones-*.whl'))
+    target = tmp_path / 'site'
+    run([PY, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)])
+    assert (target / 'rep_backbones' / '.mim' / 'configs' / 'toy' / os.path.basename(DET_CFG)).is_file()
+    mim = os.path.join(os.path.dirname(PY), 'mim')
+    log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG), '--checkpoint', str(trained_det / 'epoch_2.pth'),
+               '--work-dir', str(tmp_path / 'w'), *det_options(toy_coco)], cwd=str(tmp_path),
+              env={'PYTHONPATH': str(target)})
+    assert str(target / 'rep_backbones' / '.mim' / 'tools' / 'test.py') in log and 'coco/bbox_mAP' in log
+
+
+def test_main_job_on_a_small_schedule(tmp_path):
+    """tools/demo.py end to end (the README's first command minus the environment set-up)."""
+    log = run([PY, 'tools/demo.py', '--work-dir', str(tmp_path / 'demo'), '--data-root', str(tmp_path / 'coco'),
+               '--epochs', '1', '--num-train', '8', '--num-val', '4'])
+    assert '| training form |' in log and '| fused (RepFuseHook) |' in log and '| fused checkpoint, deploy=True |' in log
+    assert (tmp_path / 'demo' / 'predictions.png').stat().st_size > 1000
+    assert (tmp_path / 'demo' / 'fused.pth').is_file()

@@ -1,0 +1,5 @@
+# Deploy form of mask_rcnn_repnext_m4.py: the backbone is built fused (deploy=True, fusion level 1: no BatchNorm).
+# Test a fused checkpoint written by `tools/fuse_checkpoint.py configs/mask_rcnn_repnext_m4.py TRAINED.pth FUSED.pth`
+# with it.
+_base_ = ['../mask_rcnn_repnext_m4.py']
+model = dict(backbone=dict(deploy=True, init_cfg=None))

@@ -1,0 +1,4 @@
+# Deploy form of retinanet_repghostnetv2_l.py: the backbone is built fused (deploy=True). Test a fused checkpoint
+# written by `tools/fuse_checkpoint.py configs/retinanet_repghostnetv2_l.py TRAINED.pth FUSED.pth` with it.
+_base_ = ['../retinanet_repghostnetv2_l.py']
+model = dict(backbone=dict(deploy=True, init_cfg=None))

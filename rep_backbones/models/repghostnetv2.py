@@ -1,0 +1,434 @@
+"""RepGhostNetV2 (Chen et al.) and MobileNetV4 conv models (Qin et al., 2024): backbones and classifiers.
+
+Both nets come from one spec table per variant (S/M/L, written in MobileNetV4's form, as timm's
+``mobilenetv4_conv_*`` arch defs) and one builder. RepGhostNetV2 is MobileNetV4 with RepGhost's
+shortcut placement: the *start* depthwise conv of every UIB that follows another UIB is moved to the
+*end* of that previous UIB (``dw_end``), inside its residual. Parameters and MACs are unchanged.
+
+Key layout (one for both nets) = timm's MobileNetV4: ``conv_stem``/``bn1``, ``blocks.{stage}.{block}``
+with ``conv``/``bn1`` (ConvBnAct), ``conv_exp``/``bn1``/``conv_pwl``/``bn2`` (fused IR, M/L stage 0) and
+``dw_start``/``pw_exp``/``dw_mid``/``pw_proj``/``dw_end`` ``.{conv,bn}`` (UIB), ``blocks.4.0`` = the
+960-ch 1x1 conv. So ``MobileNetV4`` loads timm's ``mobilenetv4_conv_{small,medium,large}`` checkpoints
+as they are; the official RepGhostNetV2 repository's layout (``layers.{i}.start_dw_/expand_conv/
+middle_dw/proj_conv/end_dw.{conv,bn1}``, for both of its nets) goes through
+:func:`convert_official_state_dict`, which ``load_pretrained`` applies by itself.
+
+Modules are plain ``Conv2d`` + ``BatchNorm2d`` + separate activation (not timm's ``BatchNormAct2d``,
+whose activation a SyncBatchNorm conversion would silently drop); key names equal timm's.
+Fusion folds every conv+BN pair, and with ``reparam_bn=True`` RepGhost's training-time BN-only branch
+beside every stride-1 depthwise conv, so no BatchNorm remains.
+"""
+from __future__ import annotations
+
+import logging
+from collections import namedtuple
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, make_divisible
+from torch import Tensor, nn
+
+from .. import checkpoint as ckpt
+from ..reparam import (bn_branch, conv_bn_branch, fold_bn_pairs, fold_bn_pairs_in_state_dict, is_norm, make_conv,
+                       merge_branches)
+from .base import RepBackbone
+from .registry import register_backbone, register_classifier
+from .repghostnet import _apply_norm_cfg
+
+logger = logging.getLogger('rep_backbones')
+
+# Block specs. CN: k x k ConvBnAct (act None = the 1x1 stem-stage convs of S, see ``stem_1x1_act``);
+# ER: fused inverted residual (k x k expand conv + BN + ReLU, 1x1 project + BN), MNv4's "FusedIB";
+# UIB: universal inverted bottleneck with start / middle / end depthwise kernels (0 = absent), the
+# stride on the middle DW (or on the start DW when there is no middle one), expansion via
+# make_divisible(in * exp, 8).
+CN = namedtuple('CN', 'kernel stride out act')
+ER = namedtuple('ER', 'kernel stride out exp')
+UIB = namedtuple('UIB', 'start mid end stride out exp')
+
+
+def _uib(start: int, mid: int, stride: int, out: int, exp: float, repeat: int = 1) -> List[UIB]:
+    """MobileNetV4-form UIBs (no end DW); only the first of ``repeat`` carries the stride."""
+    return [UIB(start, mid, 0, stride if i == 0 else 1, out, exp) for i in range(repeat)]
+
+
+HEAD_STAGE = [CN(1, 1, 960, True)]
+# Per variant: stem width, ImageNet resolution, and five stages (strides 4, 8, 16, 32, then the 960-ch
+# 1x1 conv). Transcribed from the MobileNetV4 paper's conv-S/M/L tables (= timm's arch defs).
+SPECS: Dict[str, dict] = {
+    'S': dict(stem=32, img_size=224, stages=[
+        [CN(3, 2, 32, True), CN(1, 1, 32, None)],
+        [CN(3, 2, 96, True), CN(1, 1, 64, None)],
+        _uib(5, 5, 2, 96, 3) + _uib(0, 3, 1, 96, 2, 4) + _uib(3, 0, 1, 96, 4),
+        _uib(3, 3, 2, 128, 6) + _uib(5, 5, 1, 128, 4) + _uib(0, 5, 1, 128, 4) + _uib(0, 5, 1, 128, 3)
+        + _uib(0, 3, 1, 128, 4, 2),
+        HEAD_STAGE]),
+    'M': dict(stem=32, img_size=256, stages=[
+        [ER(3, 2, 48, 4)],
+        _uib(3, 5, 2, 80, 4) + _uib(3, 3, 1, 80, 2),
+        _uib(3, 5, 2, 160, 6) + _uib(3, 3, 1, 160, 4, 2) + _uib(3, 5, 1, 160, 4) + _uib(3, 3, 1, 160, 4)
+        + _uib(3, 0, 1, 160, 4) + _uib(0, 0, 1, 160, 2) + _uib(3, 0, 1, 160, 4),
+        _uib(5, 5, 2, 256, 6) + _uib(5, 5, 1, 256, 4) + _uib(3, 5, 1, 256, 4, 2) + _uib(0, 0, 1, 256, 4)
+        + _uib(3, 0, 1, 256, 4) + _uib(3, 5, 1, 256, 2) + _uib(5, 5, 1, 256, 4) + _uib(0, 0, 1, 256, 4, 2)
+        + _uib(5, 0, 1, 256, 2),
+        HEAD_STAGE]),
+    'L': dict(stem=24, img_size=384, stages=[
+        [ER(3, 2, 48, 4)],
+        _uib(3, 5, 2, 96, 4) + _uib(3, 3, 1, 96, 4),
+        _uib(3, 5, 2, 192, 4) + _uib(3, 3, 1, 192, 4, 3) + _uib(3, 5, 1, 192, 4) + _uib(5, 3, 1, 192, 4, 5)
+        + _uib(3, 0, 1, 192, 4),
+        _uib(5, 5, 2, 512, 4, 4) + _uib(5, 0, 1, 512, 4) + _uib(5, 3, 1, 512, 4) + _uib(5, 0, 1, 512, 4, 2)
+        + _uib(5, 3, 1, 512, 4) + _uib(5, 5, 1, 512, 4) + _uib(5, 0, 1, 512, 4, 3),
+        HEAD_STAGE]),
+}
+ARCH_ALIASES = {'small': 'S', 'medium': 'M', 'large': 'L'}
+FEATURE_STAGES = 4            # blocks.0..3 end at strides 4/8/16/32; blocks.4 is the 960-ch 1x1 conv
+BN_EPS = 1e-5
+
+
+def repghost_shortcuts(stages: List[list]) -> List[list]:
+    """RepGhostNetV2's specs from MobileNetV4's: each UIB's start DW moves to the end of the preceding
+    UIB (across stage boundaries too), unless it carries the stride or no UIB precedes it."""
+    flat = [(s, b, spec) for s, stage in enumerate(stages) for b, spec in enumerate(stage)]
+    out = [list(stage) for stage in stages]
+    for (ps, pb, _), (s, b, spec) in zip(flat[:-1], flat[1:]):
+        prev = out[ps][pb]
+        if not (isinstance(spec, UIB) and isinstance(prev, UIB) and spec.start):
+            continue
+        if spec.mid or spec.stride == 1:   # the start DW does not carry the stride: it can move
+            out[ps][pb] = prev._replace(end=spec.start)
+            out[s][b] = spec._replace(start=0)
+    return out
+
+
+# -- modules --------------------------------------------------------------------------------------
+class ConvBnAct(nn.Module):
+    """k x k conv (no bias) -> BN -> optional ReLU; keys ``conv`` and ``bn1`` (timm's ConvBnAct) or
+    ``bn`` (``norm_name='bn'``, timm's ConvNormAct inside UIBs).
+
+    ``rep_bn=True`` (stride-1 depthwise convs only) adds RepGhost's BN-only branch on the input,
+    summed with the conv's output before the activation; fusion folds it into the conv.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int = 1, groups: int = 1,
+                 act: bool = True, norm_name: str = 'bn1', rep_bn: bool = False):
+        super().__init__()
+        self.norm_name = norm_name
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride, kernel // 2, groups=groups, bias=False)
+        setattr(self, norm_name, nn.BatchNorm2d(out_chs, eps=BN_EPS))
+        if rep_bn and not (stride == 1 and groups == in_chs == out_chs):
+            raise ValueError('a BN-only branch needs a stride-1 depthwise conv')
+        self.rep_bn = nn.BatchNorm2d(in_chs, eps=BN_EPS) if rep_bn else None
+        self.act = nn.ReLU(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = getattr(self, self.norm_name)(self.conv(x))
+        if self.rep_bn is not None:
+            y = y + self.rep_bn(x)
+        return self.act(y)
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold the BN (and the BN-only branch) into one biased conv; keys become ``conv.{weight,bias}``."""
+        norm = getattr(self, self.norm_name)
+        if not is_norm(norm):
+            return
+        branches = [conv_bn_branch(self.conv, norm)]
+        if self.rep_bn is not None:
+            branches.append(bn_branch(self.rep_bn, groups=self.conv.groups))
+        self.conv = make_conv(self.conv, *(t.detach().clone() for t in merge_branches(branches)))
+        setattr(self, self.norm_name, nn.Identity())
+        self.rep_bn = None
+
+
+class FusedInvertedResidual(nn.Module):
+    """MobileNetV4's FusedIB (timm ``EdgeResidual`` keys): k x k conv expand -> BN -> ReLU -> 1x1 conv
+    -> BN, plus identity when shapes allow."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int, exp: float, drop_path: float = 0.):
+        super().__init__()
+        mid = make_divisible(in_chs * exp)
+        self.has_skip = in_chs == out_chs and stride == 1
+        self.conv_exp = nn.Conv2d(in_chs, mid, kernel, stride, kernel // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
+        self.act = nn.ReLU(inplace=True)
+        self.conv_pwl = nn.Conv2d(mid, out_chs, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_chs, eps=BN_EPS)
+        self.drop_path = DropPath(drop_path) if drop_path and self.has_skip else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn2(self.conv_pwl(self.act(self.bn1(self.conv_exp(x)))))
+        return self.drop_path(y) + x if self.has_skip else y
+
+    def fuse(self) -> None:
+        fold_bn_pairs(self, [('conv_exp', 'bn1'), ('conv_pwl', 'bn2')])
+
+
+class UniversalInvertedBottleneck(nn.Module):
+    """UIB: [start DW, no act] -> 1x1 expand + ReLU -> [middle DW + ReLU] -> 1x1 project ->
+    [end DW, no act] -> + identity (when shapes allow). Absent DWs are ``nn.Identity`` (timm's keys)."""
+
+    def __init__(self, in_chs: int, out_chs: int, spec: UIB, reparam_bn: bool = False, drop_path: float = 0.):
+        super().__init__()
+        stride = spec.stride
+        mid = make_divisible(in_chs * spec.exp)
+        self.has_skip = in_chs == out_chs and stride == 1
+        if stride > 1 and not (spec.start or spec.mid):
+            raise ValueError(f'strided UIB {spec} needs a start or middle depthwise conv')
+
+        def dw(chs: int, kernel: int, s: int, act: bool) -> nn.Module:
+            if not kernel:
+                return nn.Identity()
+            return ConvBnAct(chs, chs, kernel, s, groups=chs, act=act, norm_name='bn',
+                             rep_bn=reparam_bn and s == 1)
+
+        self.dw_start = dw(in_chs, spec.start, 1 if spec.mid else stride, False)
+        self.pw_exp = ConvBnAct(in_chs, mid, 1, norm_name='bn')
+        self.dw_mid = dw(mid, spec.mid, stride, True)
+        self.pw_proj = ConvBnAct(mid, out_chs, 1, act=False, norm_name='bn')
+        self.dw_end = dw(out_chs, spec.end, 1, False)
+        self.drop_path = DropPath(drop_path) if drop_path and self.has_skip else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.dw_end(self.pw_proj(self.dw_mid(self.pw_exp(self.dw_start(x)))))
+        return self.drop_path(y) + x if self.has_skip else y
+
+
+# -- official layout -------------------------------------------------------------------------------
+_UIB_PARTS = {'start_dw_': 'dw_start', 'expand_conv': 'pw_exp', 'middle_dw': 'dw_mid', 'proj_conv': 'pw_proj',
+              'end_dw': 'dw_end'}
+
+
+def official_module_map(stages: List[list]) -> Dict[str, str]:
+    """Module names of the official RepGhostNetV2 repository (``layers.{i}...``, flat, both of its nets)
+    -> this package's (timm's) names, for the given (net-specific) stage specs."""
+    names = {'layers.0.conv': 'conv_stem', 'layers.0.bn1': 'bn1'}
+    i = 1
+    for s, stage in enumerate(stages):
+        for b, spec in enumerate(stage):
+            ours = f'blocks.{s}.{b}'
+            if isinstance(spec, CN):
+                names.update({f'layers.{i}.conv': f'{ours}.conv', f'layers.{i}.bn1': f'{ours}.bn1'})
+            elif isinstance(spec, ER):   # two official ConvBnAct layers
+                names.update({f'layers.{i}.conv': f'{ours}.conv_exp', f'layers.{i}.bn1': f'{ours}.bn1',
+                              f'layers.{i + 1}.conv': f'{ours}.conv_pwl', f'layers.{i + 1}.bn1': f'{ours}.bn2'})
+                i += 1
+            else:
+                for part, mine in _UIB_PARTS.items():
+                    names.update({f'layers.{i}.{part}.conv': f'{ours}.{mine}.conv',
+                                  f'layers.{i}.{part}.bn1': f'{ours}.{mine}.bn'})
+            i += 1
+    return names
+
+
+def is_official_layout(state_dict) -> bool:
+    return any(k.startswith('layers.0.') for k in state_dict)
+
+
+def convert_official_state_dict(state_dict: Dict[str, Tensor], arch: str = 'S',
+                                net: str = 'RepGhostNetV2') -> Dict[str, Tensor]:
+    """Rename an official RepGhostNetV2-repository state dict (its ``RepGhostNetV2`` or
+    ``MobileNetV4``, ``net`` says which, variant ``arch``) to this package's timm-style layout.
+
+    Head keys (``conv_head``, ``classifier``) keep their names; keys that match no module of the
+    variant are kept as they are (a strict load then reports them as unexpected).
+    """
+    cls = {'repghostnetv2': RepGhostNetV2, 'mobilenetv4': MobileNetV4}.get(str(net).lower())
+    if cls is None:
+        raise ValueError(f"net must be 'RepGhostNetV2' or 'MobileNetV4', got {net!r}")
+    names = official_module_map(cls.stage_specs(cls.resolve_arch(arch)))
+    out = {}
+    for key, value in state_dict.items():
+        module, _, param = key.rpartition('.')
+        out[f'{names[module]}.{param}' if module in names else key] = value
+    return out
+
+
+# -- backbones ---------------------------------------------------------------------------------------
+class _UniversalNet(RepBackbone):
+    """Builder shared by :class:`RepGhostNetV2` and :class:`MobileNetV4` (see the module docstring).
+
+    Args:
+        arch: 'S' | 'M' | 'L' (or 'small' | 'medium' | 'large'; case-insensitive).
+        out_indices: features 0..3 = outputs of ``blocks.0..3`` (the deepest block at strides
+            4/8/16/32: S 32/64/96/128, M 48/80/160/256, L 48/96/192/512 channels); 4 = the 960-ch
+            1x1 ConvBnAct (``blocks.4``, stride 32). Default (0, 1, 2, 3).
+        frozen_stages: -1 none; 0 the stem; n the stem and ``blocks.0 .. blocks.{n-1}``.
+        norm_eval: keep every BN / SyncBN in eval mode during training.
+        deploy: build the fused structure (biased convs, no BatchNorm).
+        reparam_bn: add RepGhost's training-time BN-only branch beside every stride-1 depthwise conv
+            (folded away by fusion); default False (checkpoints have no such branch: loading one into
+            a ``reparam_bn=True`` model initialises the branches to zero, which keeps its function).
+        stem_1x1_act: ReLU after the two 1x1 ConvBnAct of S's stride-4/8 stages (``blocks.0.1``,
+            ``blocks.1.1``); None = the net's convention (MobileNetV4: True as in timm and its weights;
+            RepGhostNetV2: False as in the official repository, whose MobileNetV4-S has none either).
+        drop_path_rate: stochastic depth on residual blocks, rising linearly over blocks (timm rule).
+        norm_cfg: mm-style ``dict(type='BN' | 'SyncBN', eps=..., momentum=...)`` for every BN.
+        init_cfg: see :class:`RepBackbone`.
+    """
+    arch_settings = SPECS
+    arch_aliases = ARCH_ALIASES
+    net_name: str = ''
+    repghost_shortcuts: bool = False
+    default_stem_1x1_act: bool = True
+
+    def __init__(self, arch: str = 'S', out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
+                 norm_eval: bool = False, deploy: bool = False, reparam_bn: bool = False,
+                 stem_1x1_act: Optional[bool] = None, drop_path_rate: float = 0., norm_cfg: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None, in_channels: int = 3):
+        super().__init__(out_indices, frozen_stages, norm_eval, deploy, init_cfg)
+        self.arch = self.resolve_arch(arch)
+        self.reparam_bn = reparam_bn
+        self.stem_1x1_act = self.default_stem_1x1_act if stem_1x1_act is None else stem_1x1_act
+        specs = self.stage_specs(self.arch)
+        stem = SPECS[self.arch]['stem']
+        self.conv_stem = nn.Conv2d(in_channels, stem, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem, eps=BN_EPS)
+        self.act1 = nn.ReLU(inplace=True)
+
+        n_blocks = sum(map(len, specs))
+        prev, stride, idx = stem, 2, 0
+        stages, self.feature_info = [], []
+        for s, stage_specs in enumerate(specs):
+            blocks = []
+            for spec in stage_specs:
+                dpr = drop_path_rate * idx / n_blocks
+                if isinstance(spec, CN):
+                    act = self.stem_1x1_act if spec.act is None else spec.act
+                    blocks.append(ConvBnAct(prev, spec.out, spec.kernel, spec.stride, act=act))
+                elif isinstance(spec, ER):
+                    blocks.append(FusedInvertedResidual(prev, spec.out, spec.kernel, spec.stride, spec.exp, dpr))
+                else:
+                    blocks.append(UniversalInvertedBottleneck(prev, spec.out, spec, reparam_bn, dpr))
+                prev, stride, idx = spec.out, stride * spec.stride, idx + 1
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=prev, reduction=stride, module=f'blocks.{s}'))
+        self.blocks = nn.Sequential(*stages)
+        if norm_cfg is not None:
+            _apply_norm_cfg(self, norm_cfg)
+        self._finish_init()
+
+    @classmethod
+    def stage_specs(cls, arch: str) -> List[list]:
+        stages = SPECS[arch]['stages']
+        return repghost_shortcuts(stages) if cls.repghost_shortcuts else [list(s) for s in stages]
+
+    def stages(self) -> List[List[nn.Module]]:
+        return [[self.conv_stem, self.bn1, self.act1]] + [[stage] for stage in self.blocks]
+
+    # -- fusion ----------------------------------------------------------------------------------
+    def _reparameterize(self) -> None:
+        fold_bn_pairs(self, [('conv_stem', 'bn1')])
+        for module in list(self.modules()):
+            if isinstance(module, (ConvBnAct, FusedInvertedResidual)):
+                module.fuse()
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    @staticmethod
+    def is_head_key(key: str) -> bool:
+        return RepBackbone.is_head_key(key) or key.startswith('norm_head.')
+
+    @classmethod
+    def state_dict_form(cls, state_dict) -> str:
+        keys = list(state_dict)
+        if 'conv_stem.weight' not in state_dict and 'layers.0.conv.weight' not in state_dict:
+            raise ckpt.CheckpointError(
+                f'not a {cls.__name__} state dict (timm layout: conv_stem/blocks.*, official RepGhostNetV2 '
+                f"layout: layers.*); first keys: {keys[:5]}")
+        if any(k.endswith('.running_var') and not k.startswith('norm_head.') for k in keys):
+            return 'train'
+        if 'conv_stem.bias' in state_dict or 'layers.0.conv.bias' in state_dict:
+            return 'deploy'
+        raise ckpt.CheckpointError(f'{cls.__name__}: state dict has neither BatchNorm statistics (training '
+                                   'form) nor conv biases (fused form)')
+
+    def convert_state_dict(self, state_dict: Dict[str, Tensor], form: str) -> Dict[str, Tensor]:
+        if is_official_layout(state_dict):
+            state_dict = convert_official_state_dict(state_dict, self.arch, self.net_name)
+        if form == 'train' and self.reparam_bn and not any('.rep_bn.' in k for k in state_dict):
+            self._add_zero_rep_bn(state_dict)
+        return state_dict
+
+    def _add_zero_rep_bn(self, state_dict: Dict[str, Tensor]) -> None:
+        """Checkpoints have no BN-only branches: give each weight = bias = 0 (mean 0, var 1), so that the
+        branch adds nothing and the loaded model computes exactly the checkpoint's function."""
+        added = 0
+        for name, module in self.named_modules():
+            if isinstance(module, ConvBnAct) and module.rep_bn is not None:
+                n = module.rep_bn.num_features
+                zeros = torch.zeros(n)
+                state_dict.update({f'{name}.rep_bn.weight': zeros, f'{name}.rep_bn.bias': zeros.clone(),
+                                   f'{name}.rep_bn.running_mean': zeros.clone(),
+                                   f'{name}.rep_bn.running_var': torch.ones(n)})
+                added += 1
+        logger.info('%s: checkpoint has no BN-only branches; %d initialised to zero', type(self).__name__, added)
+
+
+@register_backbone
+class RepGhostNetV2(_UniversalNet):
+    """RepGhostNetV2 backbone (S/M/L): MobileNetV4 conv model with RepGhost-style shortcuts (start DWs
+    moved into the preceding residual as ``dw_end``). Arguments: see ``_UniversalNet``; loads the official
+    repository's checkpoints (``layers.*`` layout, converted on load)."""
+    net_name = 'RepGhostNetV2'
+    repghost_shortcuts = True
+    default_stem_1x1_act = False
+
+
+@register_backbone
+class MobileNetV4(_UniversalNet):
+    """MobileNetV4 conv backbone (S/M/L). Arguments: see ``_UniversalNet``; loads timm's
+    ``mobilenetv4_conv_{small,medium,large}`` checkpoints directly, the official RepGhostNetV2
+    repository's MobileNetV4 layout through the converter."""
+    net_name = 'MobileNetV4'
+    repghost_shortcuts = False
+    default_stem_1x1_act = True
+
+
+# -- classifiers -------------------------------------------------------------------------------------
+class _OfficialHead:
+    """The official ImageNet head: GAP -> 1x1 conv 960 -> 1280 *with bias* (no BN) -> ReLU -> dropout ->
+    Linear. timm checkpoints (bias-free ``conv_head`` + ``norm_head`` BN) load with the BN folded in."""
+
+    def _init_head(self, num_classes: int, drop_rate: float, deploy: bool) -> None:
+        self.drop_rate = drop_rate
+        self.conv_head = nn.Conv2d(self.feature_info[-1]['num_chs'], 1280, 1, bias=True)
+        self.act2 = nn.ReLU(inplace=True)
+        self.classifier = nn.Linear(1280, num_classes)
+        if deploy:
+            self.switch_to_deploy()
+
+    @staticmethod
+    def is_head_key(key: str) -> bool:
+        return False
+
+    def convert_state_dict(self, state_dict: Dict[str, Tensor], form: str) -> Dict[str, Tensor]:
+        state_dict = super().convert_state_dict(state_dict, form)
+        return fold_bn_pairs_in_state_dict(state_dict, [('conv_head', 'norm_head')], eps=BN_EPS)
+
+    def forward(self, x: Tensor) -> Tensor:
+        (x,) = super().forward(x)
+        x = self.act2(self.conv_head(F.adaptive_avg_pool2d(x, 1)))
+        x = F.dropout(torch.flatten(x, 1), p=self.drop_rate, training=self.training)
+        return self.classifier(x)
+
+
+@register_classifier('RepGhostNetV2')
+class RepGhostNetV2Classifier(_OfficialHead, RepGhostNetV2):
+    """RepGhostNetV2 ImageNet classifier (official head); parameters equal the official model's."""
+
+    def __init__(self, arch: str = 'S', num_classes: int = 1000, drop_rate: float = 0.2, deploy: bool = False,
+                 reparam_bn: bool = False, init_cfg: Optional[dict] = None, **kwargs):
+        super().__init__(arch, out_indices=(4,), deploy=False, reparam_bn=reparam_bn, init_cfg=init_cfg, **kwargs)
+        self._init_head(num_classes, drop_rate, deploy)
+
+
+@register_classifier('MobileNetV4')
+class MobileNetV4Classifier(_OfficialHead, MobileNetV4):
+    """MobileNetV4 conv ImageNet classifier with the official RepGhostNetV2-repository head; timm
+    ``mobilenetv4_conv_*`` checkpoints load exactly (``norm_head`` folded into ``conv_head``)."""
+
+    def __init__(self, arch: str = 'S', num_classes: int = 1000, drop_rate: float = 0.2, deploy: bool = False,
+                 reparam_bn: bool = False, init_cfg: Optional[dict] = None, **kwargs):
+        super().__init__(arch, out_indices=(4,), deploy=False, reparam_bn=reparam_bn, init_cfg=init_cfg, **kwargs)
+        self._init_head(num_classes, drop_rate, deploy)

@@ -1,0 +1,324 @@
+"""RepNeXt M0-M5 / M0E-M2E: structure, both fusion levels, freezing, checkpoints, seed counts."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import rep_backbones
+from rep_backbones.analysis import count_macs, count_params
+from rep_backbones.checkpoint import CheckpointError
+from rep_backbones.models import RepNeXt, RepNeXtClassifier
+from rep_backbones.models.repnext import (ARCHS, ChunkConv, ConvNorm, CopyConv, CopyConvSingle, Downsample,
+                                          SingleBranchDWConv)
+
+from .helpers import ODD_SIZE, assert_fuses_exactly, count_norms, keys_file, randomize_bn, synthetic_state_dict
+
+M_ARCHS = ['M0', 'M1', 'M2', 'M3', 'M4', 'M5']
+E_ARCHS = ['M0E', 'M1E', 'M2E']
+# ARCHITECTURES.md §3.1 [measured on the official code]: classifier params in training form (two
+# distillation heads) and after the official fuse (RepDWConv*, ConvNorm and heads fused; the
+# standalone ``norm`` BNs and the serial conv_l pair kept), fused MACs at 224.
+SEED = {'M0': (2_716_480, 2_333_200, 0.388), 'M1': (5_323_316, 4_829_560, 0.822),
+        'M2': (7_049_082, 6_473_200, 1.111), 'M3': (8_466_560, 7_818_920, 1.339),
+        'M4': (14_080_480, 13_342_120, 2.289), 'M5': (22_708_860, 21_737_560, 4.544)}
+SEED_E = {'M0E': 2.5, 'M1E': 5.3, 'M2E': 7.0}   # README, millions, rounded (official fused convention)
+SMALL_ODD = (35, 45)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    # many tiny depthwise convs: intra-op threads only add overhead (and stall on a busy machine)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _level2_matches(model, x, fused=None):
+    """Level 2 (single branch) of ``model`` (eval, random BN) equals the training form."""
+    fused = copy.deepcopy(model).to_single_branch() if fused is None else fused
+    with torch.no_grad():
+        ref, out = model(x), fused(x)
+    for a, b in zip(ref, out):
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+    assert count_norms(fused) == 0
+    mixers = [m for m in fused.modules() if isinstance(m, (ChunkConv, CopyConv))]
+    assert not mixers
+    return fused
+
+
+# -- fusion --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('arch', M_ARCHS + E_ARCHS)
+def test_fused_equals_training_form_at_both_levels(arch):
+    torch.manual_seed(0)
+    model = RepNeXt(arch)
+    size = ODD_SIZE if arch in ('M0', 'M0E') else SMALL_ODD   # one detection-sized check per kind
+    x = torch.randn(1, 3, *size)
+    fused = assert_fuses_exactly(model, x)                    # level 1: switch_to_deploy / rep_backbones.fuse
+    assert count_norms(fused) == 0 and fused.deploy and not model.deploy
+    assert [o.shape[1] for o in fused(x)] == list(ARCHS[arch].embed_dim)
+    level1_keys = fused.state_dict().keys()
+    single = _level2_matches(model, x, fused.to_single_branch())   # in place, from level 1
+    assert sum(isinstance(m, SingleBranchDWConv) for m in single.modules()) == sum(ARCHS[arch].depth)
+    assert sum(isinstance(m, CopyConvSingle) for m in single.modules()) == 3
+    if arch in E_ARCHS:  # already single-branch: both levels are the same structure
+        assert level1_keys == single.state_dict().keys()
+
+
+def test_level2_from_level1_and_constructor_forms():
+    model = randomize_bn(RepNeXt('M1')).eval()
+    x = torch.randn(1, 3, 35, 45)
+    level1 = rep_backbones.fuse(copy.deepcopy(model))
+    _level2_matches(model, x, copy.deepcopy(level1).to_single_branch())
+    _level2_matches(model, x, rep_backbones.fuse(_copy_into(RepNeXt('M1', single_branch=True), model)))
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(RepNeXt('M1', deploy=True)) == shapes(level1)
+    assert shapes(RepNeXt('M1', deploy=True, single_branch=True)) == shapes(level1.to_single_branch())
+    before = {k: v.clone() for k, v in level1.state_dict().items()}
+    rep_backbones.fuse(level1)
+    assert all(torch.equal(v, level1.state_dict()[k]) for k, v in before.items())
+
+
+def _copy_into(target, source):
+    target.load_state_dict(source.state_dict())
+    return target.eval()
+
+
+def test_level2_border_term_is_what_keeps_it_exact():
+    model = randomize_bn(RepNeXt('M0')).eval()
+    block = model._modules['stages'][0].blocks[0]
+    x = torch.randn(1, 40, 21, 19)
+    with torch.no_grad():
+        ref = block.norm(block.token_mixer(x))
+        conv = copy.deepcopy(model).to_single_branch()._modules['stages'][0].blocks[0].token_mixer
+        assert (conv(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+        assert conv.border[:30].abs().max() == 0 and conv.border[30:].abs().max() > 0   # conv_l chunk only
+        conv.border.zero_()
+        diff = (conv(x) - ref).abs()
+    assert diff[:, :, 5:-5].max() <= 1e-5 * ref.abs().max()      # interior: plain 11x11 is exact
+    assert diff[:, 30:, :5].max() > 1e-3                          # top rows: conv_l.0's bias
+
+
+def test_syncbn_and_classifier_fuse_exactly():
+    model = RepNeXt('M0', norm_cfg=dict(type='SyncBN', eps=1e-3))
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert all(isinstance(m, nn.SyncBatchNorm) and m.eps == 1e-3 for m in norms)
+    assert_fuses_exactly(model, torch.randn(1, 3, 43, 37))
+    clf = RepNeXtClassifier('M0', num_classes=10)
+    fused = assert_fuses_exactly(clf, torch.randn(2, 3, 64, 64))
+    assert isinstance(fused.head, nn.Linear) and count_norms(fused) == 0
+    _level2_matches(clf, torch.randn(2, 3, 64, 64))
+
+
+def test_fuse_whole_model_and_report():
+    class Detector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = RepNeXt('M0', out_indices=(1, 3))
+            self.neck = nn.Conv2d(320, 8, 1)
+
+    det = Detector()
+    report = rep_backbones.fuse_with_report(det)
+    assert report.fused == ['backbone'] and report.params_after < report.params_before
+    assert rep_backbones.fuse_with_report(det).fused == []
+
+
+# -- outputs, names, training behaviour ------------------------------------------------------------------
+@pytest.mark.parametrize('arch', M_ARCHS + E_ARCHS)
+def test_out_indices_and_channels(arch):
+    model = RepNeXt(arch, out_indices=(1, 3))
+    assert model.out_channels == [ARCHS[arch].embed_dim[1], ARCHS[arch].embed_dim[3]]
+    assert model.out_strides == [8, 32]
+    assert RepNeXt(arch).out_strides == [4, 8, 16, 32]
+
+
+def test_forward_shapes_and_out_indices():
+    model = RepNeXt('M0', out_indices=(-1, 0)).eval()
+    outs = model(torch.randn(1, 3, *ODD_SIZE))
+    assert [tuple(o.shape) for o in outs] == [(1, 40, 63, 83), (1, 320, 8, 11)]
+    with pytest.raises(ValueError, match='out of range'):
+        RepNeXt('M0', out_indices=(4,))
+
+
+def test_arch_names_and_errors():
+    assert RepNeXt('m3').arch == 'M3' and RepNeXt('repnext_m0e').arch == 'M0E'
+    assert RepNeXt('RepNeXt-M2E').arch == 'M2E'
+    with pytest.raises(ValueError, match="valid variants: 'M0', 'M1', .*'M5', 'M0E', 'M1E', 'M2E'"):
+        RepNeXt('M6')
+    assert rep_backbones.build_backbone('RepNeXt', arch='M0').arch == 'M0'
+    assert type(rep_backbones.build_classifier('RepNeXt', arch='M0')) is RepNeXtClassifier
+
+
+def test_frozen_stages():
+    model = RepNeXt('M0', frozen_stages=2)
+    model.train()
+    stages = model._modules['stages']
+    for module in (model.stem, stages[0], stages[1]):
+        assert all(not p.requires_grad for p in module.parameters())
+        assert all(not m.training for m in module.modules())
+    assert all(p.requires_grad for p in stages[2].parameters()) and stages[2].training
+    model.switch_to_deploy()
+    assert not any(p.requires_grad for p in stages[1].parameters()) and stages[3].training
+
+
+@pytest.mark.parametrize('norm_cfg', [None, dict(type='SyncBN')])
+def test_norm_eval_keeps_bn_and_syncbn_in_eval(norm_cfg):
+    model = RepNeXt('M0', norm_eval=True, norm_cfg=norm_cfg)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and (norm_cfg is None or all(isinstance(m, nn.SyncBatchNorm) for m in norms))
+    model.train()
+    before = [m.running_mean.clone() for m in norms]
+    if norm_cfg is None:  # SyncBN cannot run a training forward without a process group
+        model(torch.randn(2, 3, 64, 64))
+    assert all(not m.training for m in norms)
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))
+    assert model._modules['stages'][0].training  # only the norms are in eval
+
+
+def test_drop_path_is_identity_in_eval():
+    model = RepNeXt('M0', drop_path_rate=0.3)
+    plain = _copy_into(RepNeXt('M0'), model)
+    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for s in model._modules['stages'] for b in s.blocks]
+    assert rates[0] == 0 and abs(rates[-1] - 0.3) < 1e-6 and rates == sorted(rates)
+    x = torch.randn(1, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x), plain(x)))
+        torch.manual_seed(0)
+        fused = rep_backbones.fuse(copy.deepcopy(model))
+        assert all((a - b).abs().max() < 1e-4 * a.abs().max() for a, b in zip(fused(x), plain(x)))
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------
+def _official(arch, fused=False, seed=0):
+    name = f'repnext_{arch.lower()}.{"fused_keys" if fused else "keys"}.txt'
+    return synthetic_state_dict(keys_file(name), seed)
+
+
+@pytest.mark.parametrize('arch', M_ARCHS)
+def test_key_names_and_shapes_equal_official(arch):
+    official = {k: tuple(v.shape) for k, v in _official(arch).items()}
+    ours = {k: tuple(v.shape) for k, v in RepNeXtClassifier(arch).state_dict().items()}
+    assert ours == official
+
+
+def test_official_training_checkpoint_loads(tmp_path):
+    sd = _official('M0', seed=1)
+    path = tmp_path / 'repnext_m0_distill_300e.pth'
+    torch.save({'model': sd, 'epoch': 299, 'args': __import__('argparse').Namespace(lr=1e-3)}, path)
+    model = RepNeXt('M0', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    report = model.init_report
+    assert report.wrapper_key == 'model' and not report.missing and not report.unexpected
+    assert len(report.ignored) == 14 and all(k.startswith('head.') for k in report.ignored)
+    assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
+    clf = RepNeXtClassifier('M0')
+    report = clf.load_pretrained(str(path))
+    assert not report.ignored and all(torch.equal(v, sd[k]) for k, v in clf.state_dict().items())
+    # bare dict and timm-style wrapper too
+    torch.save({'state_dict_ema': sd}, tmp_path / 'm0.pth.tar')
+    assert RepNeXt('M0').load_pretrained(str(tmp_path / 'm0.pth.tar')).wrapper_key == 'state_dict_ema'
+    torch.save(sd, tmp_path / 'bare.pth')
+    assert not RepNeXt('M0').load_pretrained(str(tmp_path / 'bare.pth')).missing
+
+
+@torch.no_grad()
+def _official_fuse(clf):
+    """What the official ``model.fuse()`` produces, on our modules: branches, ConvNorms and the
+    heads fused; the standalone ``norm`` BNs kept, no ``conv_i``."""
+    fused = copy.deepcopy(clf)
+    for unit in _units(fused):
+        n = unit.norm.num_features
+        unit.token_mixer.fuse_branches(torch.ones(n), torch.zeros(n))     # identity affine: norm stays
+    for parent in list(fused.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ConvNorm):
+                setattr(parent, name, child.fused())
+    fused.head = fused.head.fused()
+    return {k: v for k, v in fused.state_dict().items() if '.conv_i.' not in k}
+
+
+def test_official_fused_checkpoint_loads_into_deploy_model():
+    clf = randomize_bn(RepNeXtClassifier('M0')).eval()
+    x = torch.randn(1, 3, 67, 75)
+    with torch.no_grad():
+        ref = clf(x)
+    official = _official_fuse(clf)
+    expected = {k: tuple(v.shape) for k, v in _official('M0', fused=True).items()}
+    assert {k: tuple(v.shape) for k, v in official.items()} == expected
+    deploy = RepNeXtClassifier('M0', deploy=True).eval()
+    deploy.load_backbone_state_dict(dict(official))
+    with torch.no_grad():
+        assert (deploy(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+    backbone = RepNeXt('M0', deploy=True)
+    report = backbone.load_backbone_state_dict(dict(official))
+    assert report.ignored == ['head.weight', 'head.bias'] and not report.missing
+    # and then on to the single-branch form
+    backbone.eval().to_single_branch()
+    with torch.no_grad():
+        feats = RepNeXt.forward(clf, x)[0]
+        assert (backbone(x)[-1] - feats).abs().max() <= 1e-4 * feats.abs().max()
+
+
+def test_wrong_form_and_bad_dicts():
+    with pytest.raises(CheckpointError, match='train-form checkpoint but the model is in deploy form'):
+        RepNeXt('M0', deploy=True).load_backbone_state_dict(_official('M0'))
+    with pytest.raises(CheckpointError, match='deploy-form checkpoint but the model is in train form'):
+        RepNeXt('M0').load_backbone_state_dict(_official('M0', fused=True))
+    with pytest.raises(CheckpointError, match='not a RepNeXt state dict'):
+        RepNeXt('M0').load_backbone_state_dict({'foo.weight': torch.zeros(1)})
+    with pytest.raises(CheckpointError, match='mismatched'):
+        RepNeXt('M1').load_backbone_state_dict(_official('M0'))
+
+
+# -- complexity ----------------------------------------------------------------------------------------
+def _units(model):
+    return [u for s in model._modules['stages']
+            for u in ([s.downsample] if isinstance(s.downsample, Downsample) else []) + list(s.blocks)]
+
+
+def _norm_and_identity_params(model):
+    """Params of the standalone ``norm`` BNs (official fused keeps them; ours folds them) and of the
+    identity-chunk convs ``conv_i`` (ours has them; official none); ``model`` in training form."""
+    norm = sum(2 * u.norm.num_features for u in _units(model))
+    conv_i = sum(u.norm.num_features // 2 for u in _units(model) if isinstance(u.token_mixer, ChunkConv))
+    return norm, conv_i
+
+
+def _conv_i_macs(arch, size=224):
+    total, hw = 0, size // 4
+    for dim, depth in zip(ARCHS[arch].embed_dim, ARCHS[arch].depth):
+        total += depth * dim // 4 * hw * hw
+        hw //= 2
+    return total
+
+
+@pytest.mark.parametrize('arch', M_ARCHS)
+def test_classifier_reproduces_seed_params_and_macs(arch):
+    train_params, official_fused, gmacs = SEED[arch]
+    clf = RepNeXtClassifier(arch)
+    assert count_params(clf) == train_params
+    norm, conv_i = _norm_and_identity_params(clf)
+    fused = rep_backbones.fuse(clf)
+    ours = count_params(fused)
+    assert ours == official_fused - norm + conv_i       # level 1: no BN, + identity-chunk 1x1
+    macs = count_macs(fused, 224)
+    assert round((macs - _conv_i_macs(arch)) / 1e9, 3) == gmacs   # official counts no conv_i MACs
+    assert abs(macs / 1e9 - gmacs) / gmacs < 2e-3           # the 1x1 conv_i adds < 0.2 %
+    # the official partially fused file has exactly the seed's parameter count
+    official = _official(arch, fused=True)
+    assert sum(v.numel() for k, v in official.items()
+               if not k.rsplit('.', 1)[-1].startswith(('running_', 'num_batches'))) == official_fused
+
+
+@pytest.mark.parametrize('arch', E_ARCHS)
+def test_e_forms_reproduce_seed_params(arch):
+    clf = RepNeXtClassifier(arch)
+    norm, _ = _norm_and_identity_params(clf)
+    fused = rep_backbones.fuse(clf)
+    # seed convention (as for M): heads fused, standalone norms kept
+    assert round((count_params(fused) + norm) / 1e6, 1) == SEED_E[arch]
+    # the single-branch form of the M model has the same parameters as the E model
+    m = rep_backbones.fuse(RepNeXtClassifier(arch[:-1], single_branch=True))
+    assert count_params(m) == count_params(fused)
