@@ -266,6 +266,8 @@ class BorderCorrectedConv2d(nn.Conv2d):
         out = super().forward(x)
         if not any(self.padding):
             return out
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return out - self.deficit_map(x)
         rows = _border_runs(x.shape[-2], out.shape[-2], self.kernel_size[0], self.stride[0], self.padding[0],
                             self.dilation[0])
         cols = _border_runs(x.shape[-1], out.shape[-1], self.kernel_size[1], self.stride[1], self.padding[1],
@@ -286,6 +288,16 @@ class BorderCorrectedConv2d(nn.Conv2d):
         for r, (rs, cs) in enumerate(regions):
             out[:, :, rs, cs] -= deficit[r].reshape(-1, 1, 1)
         return out
+
+    def deficit_map(self, x: Tensor) -> Tensor:
+        """The whole correction as one tensor ``[1, C_out, H_out, W_out]``: the taps of every padded
+        position, found by running the taps over an all-ones image. Used when tracing (ONNX export):
+        the in-place strip updates above depend on Python-side shape arithmetic a trace cannot
+        record, while this is plain graph ops (constant-folded by onnxruntime for static shapes)."""
+        taps = self.border_taps.to(x.dtype)
+        ones = x.new_ones((1, 1) + tuple(x.shape[-2:]))
+        inside = F.conv2d(ones, taps.unsqueeze(1), None, self.stride, self.padding, self.dilation)
+        return taps.sum(dim=(1, 2)).reshape(1, -1, 1, 1) - inside
 
 
 def make_border_corrected_conv(template: nn.Conv2d, kernel: Tensor, bias: Tensor, taps: Tensor) -> nn.Conv2d:

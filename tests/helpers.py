@@ -81,3 +81,25 @@ def synthetic_state_dict(path: str, seed: int = 0) -> dict:
             else:
                 state[name] = torch.randn(dims, generator=gen) * 0.1
     return state
+
+
+@torch.no_grad()
+def calibrate_bn(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:
+    """Non-trivial but realistic BN state: running statistics measured on ``x`` (one train-mode pass
+    with momentum 1) and random affine parameters. Keeps activations bounded in deep plain nets
+    (RepMobile), where fully random statistics blow float32 up."""
+    gen = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    for m in norms:
+        m.weight.copy_(torch.rand(m.num_features, generator=gen) * 0.5 + 0.75)
+        m.bias.copy_(torch.rand(m.num_features, generator=gen) * 0.4 - 0.2)
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    model.train()
+    for m in norms:
+        m.momentum = 1.0
+    model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return model

@@ -138,7 +138,10 @@ def test_mim_finds_configs_and_tools(trained_det, toy_coco, tmp_path):
 @pytest.mark.skipif(shutil.which('mim', path=os.path.dirname(PY)) is None, reason='openmim not installed')
 def test_mim_with_a_wheel_install(trained_det, toy_coco, tmp_path):
     """The same lookup when the package is installed from its wheel (configs/tools copied into .mim)."""
+    had_build = os.path.exists(os.path.join(ROOT, 'build'))
     run([PY, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', ROOT, '-w', str(tmp_path / 'whl')])
+    if not had_build:   # setuptools builds in the checkout; leave it as it was
+        shutil.rmtree(os.path.join(ROOT, 'build'), ignore_errors=True)
     wheel = next((tmp_path / 'whl').glob('rep_backbones-*.whl'))
     target = tmp_path / 'site'
     run([PY, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)])

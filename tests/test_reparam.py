@@ -220,3 +220,17 @@ def test_fold_following_affine_is_fold_bn():
     a = reparam.fold_following_affine(conv.weight, conv.bias, scale, shift)
     b = reparam.fold_bn(conv.weight, conv.bias, bn)
     assert all(torch.allclose(u, v) for u, v in zip(a, b))
+
+
+@pytest.mark.parametrize('stride,size', [(1, (13, 11)), (2, (12, 9)), (2, (1, 2))])
+def test_border_corrected_conv_traced_path_equals_eager(stride, size):
+    """The graph form used for ONNX export (deficit map) equals the eager strip updates."""
+    conv = nn.Conv2d(4, 4, 3, stride=stride, padding=1, groups=4, bias=True)
+    taps = torch.randn(4, 3, 3)
+    fused = reparam.make_border_corrected_conv(conv, conv.weight.detach(), conv.bias.detach(), taps).eval()
+    x = torch.randn(2, 4, *size)
+    with torch.no_grad():
+        eager = fused(x)
+        graph = nn.Conv2d.forward(fused, x) - fused.deficit_map(x)
+        traced = torch.jit.trace(fused, x)(x)
+    assert torch.allclose(eager, graph, atol=1e-5) and torch.allclose(eager, traced, atol=1e-5)

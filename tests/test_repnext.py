@@ -87,11 +87,11 @@ def _copy_into(target, source):
 
 def test_level2_border_term_is_what_keeps_it_exact():
     model = randomize_bn(RepNeXt('M0')).eval()
-    block = model._modules['stages'][0].blocks[0]
+    block = model.stages[0].blocks[0]
     x = torch.randn(1, 40, 21, 19)
     with torch.no_grad():
         ref = block.norm(block.token_mixer(x))
-        conv = copy.deepcopy(model).to_single_branch()._modules['stages'][0].blocks[0].token_mixer
+        conv = copy.deepcopy(model).to_single_branch().stages[0].blocks[0].token_mixer
         assert (conv(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
         assert conv.border[:30].abs().max() == 0 and conv.border[30:].abs().max() > 0   # conv_l chunk only
         conv.border.zero_()
@@ -153,7 +153,7 @@ def test_arch_names_and_errors():
 def test_frozen_stages():
     model = RepNeXt('M0', frozen_stages=2)
     model.train()
-    stages = model._modules['stages']
+    stages = model.stages
     for module in (model.stem, stages[0], stages[1]):
         assert all(not p.requires_grad for p in module.parameters())
         assert all(not m.training for m in module.modules())
@@ -173,13 +173,13 @@ def test_norm_eval_keeps_bn_and_syncbn_in_eval(norm_cfg):
         model(torch.randn(2, 3, 64, 64))
     assert all(not m.training for m in norms)
     assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))
-    assert model._modules['stages'][0].training  # only the norms are in eval
+    assert model.stages[0].training  # only the norms are in eval
 
 
 def test_drop_path_is_identity_in_eval():
     model = RepNeXt('M0', drop_path_rate=0.3)
     plain = _copy_into(RepNeXt('M0'), model)
-    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for s in model._modules['stages'] for b in s.blocks]
+    rates = [getattr(b.drop_path, 'drop_prob', 0.0) for s in model.stages for b in s.blocks]
     assert rates[0] == 0 and abs(rates[-1] - 0.3) < 1e-6 and rates == sorted(rates)
     x = torch.randn(1, 3, 32, 32)
     model.eval()
@@ -274,7 +274,7 @@ def test_wrong_form_and_bad_dicts():
 
 # -- complexity ----------------------------------------------------------------------------------------
 def _units(model):
-    return [u for s in model._modules['stages']
+    return [u for s in model.stages
             for u in ([s.downsample] if isinstance(s.downsample, Downsample) else []) + list(s.blocks)]
 
 

@@ -5,7 +5,7 @@ _base_ = ['../retinanet_repghost_1_0x.py']
 data_root = 'data/toy_coco/'
 metainfo = dict(classes=('circle', 'square', 'triangle', 'star'),
                 palette=[(220, 20, 60), (30, 80, 230), (20, 180, 60), (240, 200, 20)])
-img_scale = (320, 256)
+img_scale = (192, 160)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),

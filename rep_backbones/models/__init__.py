@@ -8,4 +8,4 @@ from .repmobile import RepMobile, RepMobileClassifier
 
 __all__ = ['RepBackbone', 'BACKBONES', 'CLASSIFIERS', 'build_backbone', 'build_classifier',
            'RepGhostNet', 'RepGhostNetClassifier', 'RepGhostNetV2', 'RepGhostNetV2Classifier', 'MobileNetV4',
-           'MobileNetV4Classifier']
+           'MobileNetV4Classifier', 'RepNeXt', 'RepNeXtClassifier', 'RepMobile', 'RepMobileClassifier']

@@ -5,7 +5,7 @@ A family subclasses :class:`RepBackbone` and provides
 * ``arch_settings``: canonical variant name -> settings (``arch_aliases`` adds spellings);
 * ``feature_info``: one dict per feature map it can emit (``num_chs``, ``reduction``, ``module``),
   the deepest block at each stride first, in stride order;
-* ``stages()``: ``[stem_modules, modules of feature 0, modules of feature 1, ...]``; running them in
+* ``feature_stages()``: ``[stem_modules, modules of feature 0, modules of feature 1, ...]``; running them in
   order produces feature ``i`` after list ``i + 1`` (modules are looked up on every call, so fusion
   that replaces submodules needs no bookkeeping);
 * ``_reparameterize()``: fold every training-time branch and every BatchNorm in place;
@@ -111,7 +111,7 @@ class RepBackbone(nn.Module):
         return [self.feature_info[i]['reduction'] for i in self.out_indices]
 
     # -- to implement ----------------------------------------------------------------------------
-    def stages(self) -> List[List[nn.Module]]:
+    def feature_stages(self) -> List[List[nn.Module]]:
         raise NotImplementedError
 
     def _reparameterize(self) -> None:
@@ -135,7 +135,7 @@ class RepBackbone(nn.Module):
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         outs = []
         last = self.out_indices[-1]
-        for idx, modules in enumerate(self.stages()):
+        for idx, modules in enumerate(self.feature_stages()):
             for module in modules:
                 x = module(x)
             feature = idx - 1
@@ -149,7 +149,7 @@ class RepBackbone(nn.Module):
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
             return
-        for modules in self.stages()[:self.frozen_stages + 1]:
+        for modules in self.feature_stages()[:self.frozen_stages + 1]:
             for module in modules:
                 module.eval()
                 for param in module.parameters():
@@ -255,3 +255,20 @@ class RepBackbone(nn.Module):
             for key in own:
                 del state_dict[prefix + key]
             state_dict.update({prefix + k: v for k, v in converted.items()})
+
+
+def apply_norm_cfg(model: nn.Module, norm_cfg: dict) -> None:
+    """Honour mm-style ``norm_cfg`` (BN or SyncBN; eps/momentum) on every BatchNorm."""
+    cfg = dict(norm_cfg)
+    kind = cfg.pop('type', 'BN')
+    if kind not in ('BN', 'BN2d', 'SyncBN'):
+        raise ValueError(f"norm_cfg type must be 'BN' or 'SyncBN', got {kind!r}")
+    cfg.pop('requires_grad', None)
+    for module in model.modules():
+        if is_norm(module):
+            for attr in ('eps', 'momentum'):
+                if attr in cfg:
+                    setattr(module, attr, cfg[attr])
+    if kind == 'SyncBN':
+        converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        assert converted is model  # the root is not a norm layer, so conversion is in place

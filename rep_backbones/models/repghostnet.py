@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .. import checkpoint as ckpt
 from ..reparam import (bn_branch, conv_bn_branch, fold_bn_pairs, fold_bn_pairs_in_state_dict, identity_kernel,
                        is_norm, make_conv, merge_branches)
-from .base import RepBackbone
+from .base import RepBackbone, apply_norm_cfg
 from .registry import register_backbone, register_classifier
 
 # One row per block: (kernel, mid channels, out channels, SE ratio, stride) at width 1.0; one inner
@@ -109,10 +109,10 @@ class RepGhostNet(RepBackbone):
             blocks.append(nn.Sequential(ConvBnAct(prev, final_chs)))
         self.blocks = nn.Sequential(*blocks)
         if norm_cfg is not None:
-            _apply_norm_cfg(self, norm_cfg)
+            apply_norm_cfg(self, norm_cfg)
         self._finish_init()
 
-    def stages(self) -> List[List[nn.Module]]:
+    def feature_stages(self) -> List[List[nn.Module]]:
         bounds = (0,) + tuple(b + 1 for b in FEATURE_BLOCKS)
         return [[self.conv_stem, self.bn1, self.act1]] + [
             list(self.blocks[start:end]) for start, end in zip(bounds[:-1], bounds[1:])]
@@ -182,23 +182,6 @@ def fuse_ghost_branches(module: RepGhostModule) -> None:
     module.cheap_operation = make_conv(dw_conv, *merge_branches(branches))
     module.fusion_conv = nn.Sequential()
     module.fusion_bn = nn.Sequential()
-
-
-def _apply_norm_cfg(model: nn.Module, norm_cfg: dict) -> None:
-    """Honour mm-style ``norm_cfg`` (BN or SyncBN; eps/momentum) on every BatchNorm."""
-    cfg = dict(norm_cfg)
-    kind = cfg.pop('type', 'BN')
-    if kind not in ('BN', 'BN2d', 'SyncBN'):
-        raise ValueError(f"norm_cfg type must be 'BN' or 'SyncBN', got {kind!r}")
-    cfg.pop('requires_grad', None)
-    for module in model.modules():
-        if is_norm(module):
-            for attr in ('eps', 'momentum'):
-                if attr in cfg:
-                    setattr(module, attr, cfg[attr])
-    if kind == 'SyncBN':
-        converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        assert converted is model  # the root is not a norm layer, so conversion is in place
 
 
 @register_classifier('RepGhostNet')

@@ -32,9 +32,8 @@ from torch import Tensor, nn
 from .. import checkpoint as ckpt
 from ..reparam import (bn_branch, conv_bn_branch, fold_bn_pairs, fold_bn_pairs_in_state_dict, is_norm, make_conv,
                        merge_branches)
-from .base import RepBackbone
+from .base import RepBackbone, apply_norm_cfg
 from .registry import register_backbone, register_classifier
-from .repghostnet import _apply_norm_cfg
 
 logger = logging.getLogger('rep_backbones')
 
@@ -304,9 +303,12 @@ class _UniversalNet(RepBackbone):
                 prev, stride, idx = spec.out, stride * spec.stride, idx + 1
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=prev, reduction=stride, module=f'blocks.{s}'))
-        self.blocks = nn.Sequential(*stages)
+        # The 960-ch 1x1 conv (blocks.4) exists only when feature 4 is asked for: unused parameters
+        # would break DDP and waste optimizer state. Its checkpoint keys are then reported as ignored.
+        self.has_final_conv = any(i % len(self.feature_info) == FEATURE_STAGES for i in self.out_indices)
+        self.blocks = nn.Sequential(*(stages if self.has_final_conv else stages[:FEATURE_STAGES]))
         if norm_cfg is not None:
-            _apply_norm_cfg(self, norm_cfg)
+            apply_norm_cfg(self, norm_cfg)
         self._finish_init()
 
     @classmethod
@@ -314,7 +316,7 @@ class _UniversalNet(RepBackbone):
         stages = SPECS[arch]['stages']
         return repghost_shortcuts(stages) if cls.repghost_shortcuts else [list(s) for s in stages]
 
-    def stages(self) -> List[List[nn.Module]]:
+    def feature_stages(self) -> List[List[nn.Module]]:
         return [[self.conv_stem, self.bn1, self.act1]] + [[stage] for stage in self.blocks]
 
     # -- fusion ----------------------------------------------------------------------------------
@@ -325,9 +327,9 @@ class _UniversalNet(RepBackbone):
                 module.fuse()
 
     # -- checkpoints -----------------------------------------------------------------------------
-    @staticmethod
-    def is_head_key(key: str) -> bool:
-        return RepBackbone.is_head_key(key) or key.startswith('norm_head.')
+    def is_head_key(self, key: str) -> bool:
+        return (RepBackbone.is_head_key(key) or key.startswith('norm_head.')
+                or (not self.has_final_conv and key.startswith(f'blocks.{FEATURE_STAGES}.')))
 
     @classmethod
     def state_dict_form(cls, state_dict) -> str:

@@ -37,9 +37,8 @@ from torch import Tensor, nn
 from .. import checkpoint as ckpt
 from ..reparam import (avg_pool_kernel, bn_scale_shift, fold_bn_pairs, fold_preceding_affine, fuse_bn_conv,
                        fuse_linear_bn, identity_kernel, is_norm, make_conv, tiled_identity_kernel)
-from .base import RepBackbone
+from .base import RepBackbone, apply_norm_cfg
 from .registry import register_backbone, register_classifier
-from .repghostnet import _apply_norm_cfg
 
 # Variant -> (channels of layer0..3, blocks per layer). Stem = 3x3 conv (stride 2) to dims[0] // 2;
 # the first block of every layer has stride 2 and doubles the channels; ClaSiLU gate in every block.
@@ -139,10 +138,10 @@ class RepMobile(RepBackbone):
             prev, stride = dim, stride * 2
             self.feature_info.append(dict(num_chs=dim, reduction=stride, module=f'layer{i}'))
         if norm_cfg is not None:
-            _apply_norm_cfg(self, norm_cfg)
+            apply_norm_cfg(self, norm_cfg)
         self._finish_init()
 
-    def stages(self) -> List[List[nn.Module]]:
+    def feature_stages(self) -> List[List[nn.Module]]:
         return [[self.stem]] + [[getattr(self, f'layer{i}')] for i in range(len(self.feature_info))]
 
     def _reparameterize(self) -> None:

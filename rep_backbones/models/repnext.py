@@ -42,9 +42,8 @@ from .. import checkpoint as ckpt
 from ..reparam import (affine_from_stats, bn_scale_shift, compose_depthwise, conv_bn_branch, dilate_kernel,
                        fold_following_affine, identity_kernel, is_norm, make_conv, merge_branches, pad_kernel,
                        serial_bias_border_profile)
-from .base import RepBackbone
+from .base import RepBackbone, apply_norm_cfg
 from .registry import register_backbone, register_classifier
-from .repghostnet import _apply_norm_cfg
 
 
 class RepNeXtArch(NamedTuple):
@@ -435,18 +434,16 @@ class RepNeXt(RepBackbone):
             self.feature_info.append(dict(num_chs=dim, reduction=stride, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         if norm_cfg is not None:
-            _apply_norm_cfg(self, norm_cfg)
+            apply_norm_cfg(self, norm_cfg)
         self._finish_init()
 
-    def stages(self) -> List[List[nn.Module]]:
-        # ``self.stages`` is this method (the base-class contract); the official ``stages``
-        # nn.Sequential (keys ``stages.{i}...``) lives in ``self._modules['stages']``.
-        return [[self.stem]] + [[stage] for stage in self._modules['stages']]
+    def feature_stages(self) -> List[List[nn.Module]]:
+        return [[self.stem]] + [[stage] for stage in self.stages]
 
     # -- fusion ----------------------------------------------------------------------------------
     def _units(self) -> List[nn.Module]:
         units = []
-        for stage in self._modules['stages']:
+        for stage in self.stages:
             if isinstance(stage.downsample, Downsample):
                 units.append(stage.downsample)
             units.extend(stage.blocks)
