@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-from pathlib import Path
 
 import pytest
 import timm
@@ -18,9 +17,8 @@ from rep_backbones.analysis import count_macs, count_params
 from rep_backbones.models.repghostnetv2 import (SPECS, UIB, MobileNetV4, MobileNetV4Classifier, RepGhostNetV2,
                                                 RepGhostNetV2Classifier, convert_official_state_dict,
                                                 repghost_shortcuts)
-from tests.helpers import ODD_SIZE, assert_fuses_exactly, count_norms, randomize_bn
+from tests.helpers import ODD_SIZE, assert_fuses_exactly, count_norms, keys_file, randomize_bn, synthetic_state_dict
 
-KEYS_DIR = Path('/work/shared/reference/keys')
 ARCHS = {'S': 'small', 'M': 'medium', 'L': 'large'}
 NETS = {'RepGhostNetV2': (RepGhostNetV2, RepGhostNetV2Classifier, 'repghostnetv2'),
         'MobileNetV4': (MobileNetV4, MobileNetV4Classifier, 'mobilenetv4')}
@@ -57,18 +55,7 @@ def build(cls, arch='S', **kwargs):
 
 def official_state_dict(kind: str, arch: str) -> dict:
     """A synthetic checkpoint in the official repository's layout, from the reference keys file."""
-    gen = torch.Generator().manual_seed(1)
-    sd = {}
-    for line in (KEYS_DIR / f'{kind}_{ARCHS[arch]}.keys.txt').read_text().splitlines():
-        key, shape = line.split(' ', 1)
-        shape = tuple(int(d) for d in shape.strip('()').split(',') if d.strip())
-        if key.endswith('num_batches_tracked'):
-            sd[key] = torch.tensor(10)
-        elif key.endswith('running_var'):
-            sd[key] = torch.rand(shape, generator=gen) + 0.5
-        else:
-            sd[key] = torch.randn(shape, generator=gen) * 0.1
-    return sd
+    return synthetic_state_dict(keys_file(f'{kind}_{ARCHS[arch]}.keys.txt'), seed=1)
 
 
 # -- structure and complexity ----------------------------------------------------------------------
@@ -272,7 +259,10 @@ def test_init_cfg_pretrained_official_file(tmp_path):
     torch.save({'state_dict_ema': {f'module.{k}': v for k, v in official.items()}, 'epoch': 3}, path)
     model = RepGhostNetV2('S', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
-    assert model.init_report.wrapper_key == 'state_dict_ema' and len(model.init_report.ignored) == 4
+    report = model.init_report
+    # head keys (4) and, as the default out_indices do not use it, the final 960-ch conv (blocks.4: 6)
+    assert report.wrapper_key == 'state_dict_ema' and len(report.ignored) == 4 + 6
+    assert sum(k.startswith('blocks.4.') for k in report.ignored) == 6 and not hasattr(model.blocks, '4')
     assert torch.equal(model.blocks[2][5].dw_end.conv.weight, official['layers.10.end_dw.conv.weight'])
     assert torch.equal(model.bn1.running_var, official['layers.0.bn1.running_var'])
 

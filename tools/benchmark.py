@@ -54,20 +54,12 @@ for p in (ROOT, ROOT / 'tools'):
 
 import rep_backbones  # noqa: E402
 from rep_backbones.models import BACKBONES, build_backbone  # noqa: E402
+from rep_backbones.models.registry import default_arch  # noqa: E402
 
 VARIANTS = ('train', 'fused', 'ort')
 
 
 # -- models ------------------------------------------------------------------------------------
-def default_arch(cls) -> Optional[str]:
-    import inspect
-    param = inspect.signature(cls.__init__).parameters.get('arch')
-    if param is not None and isinstance(param.default, str):
-        return param.default
-    settings = getattr(cls, 'arch_settings', None)
-    return next(iter(settings)) if settings else None
-
-
 def backbone_specs(specs: Sequence[str]) -> List[str]:
     """Expand ``all`` into one ``NAME:ARCH`` per registered backbone (its default arch)."""
     out = []

@@ -1,7 +1,8 @@
 """Name -> class tables of the pure-PyTorch models (the mm integration registers from these)."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Type
+import inspect
+from typing import Callable, Dict, Optional, Type
 
 from torch import nn
 
@@ -33,3 +34,12 @@ def build_classifier(family: str, **kwargs) -> nn.Module:
     if family not in CLASSIFIERS:
         raise KeyError(f'no classifier form for {family!r}; available: {", ".join(sorted(CLASSIFIERS))}')
     return CLASSIFIERS[family](**kwargs)
+
+
+def default_arch(cls: Type[nn.Module]) -> Optional[str]:
+    """The variant a class builds by default (its ``arch=`` default, else its first variant)."""
+    param = inspect.signature(cls.__init__).parameters.get('arch')
+    if param is not None and isinstance(param.default, str):
+        return param.default
+    settings = getattr(cls, 'arch_settings', None)
+    return next(iter(settings)) if settings else None

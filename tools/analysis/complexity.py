@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 import rep_backbones  # noqa: E402
 from rep_backbones.analysis import count_macs, count_params  # noqa: E402
 from rep_backbones.models import BACKBONES, CLASSIFIERS  # noqa: E402
+from rep_backbones.models.registry import default_arch  # noqa: E402
 from rep_backbones.seed_tables import SEED_TABLES, matches, parse_figure, table_for  # noqa: E402
 
 
@@ -57,14 +58,6 @@ def accepted_kwargs(cls, kwargs: Optional[dict]) -> dict:
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return dict(kwargs)
     return {k: v for k, v in kwargs.items() if k in params}
-
-
-def default_arch(cls) -> Optional[str]:
-    param = inspect.signature(cls.__init__).parameters.get('arch')
-    if param is not None and isinstance(param.default, str):
-        return param.default
-    settings = getattr(cls, 'arch_settings', None)
-    return next(iter(settings)) if settings else None
 
 
 def split_spec(spec: str) -> Tuple[str, Optional[str]]:
