@@ -28,6 +28,13 @@ from __future__ import annotations
 import re
 from typing import Dict, Optional, Tuple
 
+# RepGhostNetV2 only moves depthwise convs between blocks, so its counts are MobileNetV4's (§2.3).
+MNV4_CONV_COUNTS = {
+    'S': dict(input=224, train_params='3,772,744', macs='186,005,568', readme_macs='186,006,848'),
+    'M': dict(input=256, train_params='9,714,232', macs='1,080,244,224', readme_macs='1,080,245,504'),
+    'L': dict(input=384, train_params='32,589,584', macs='6,376,220,672', readme_macs='6,376,221,952'),
+}
+
 SEED_TABLES: Dict[str, dict] = {
     'RepGhostNet': dict(
         names=('RepGhostNet',),
@@ -62,11 +69,7 @@ SEED_TABLES: Dict[str, dict] = {
               'claimed FLOPs are conv+linear MACs + 1,280 (conv_head bias)'),
         readme_params_form='train',
         readme_macs_offset=1280,
-        variants={
-            'S': dict(input=224, train_params='3,772,744', macs='186,005,568', readme_macs='186,006,848'),
-            'M': dict(input=256, train_params='9,714,232', macs='1,080,244,224', readme_macs='1,080,245,504'),
-            'L': dict(input=384, train_params='32,589,584', macs='6,376,220,672', readme_macs='6,376,221,952'),
-        }),
+        variants=MNV4_CONV_COUNTS),
     'MobileNetV4': dict(
         names=('MobileNetV4',),
         source='ChengpengChen/RepGhostNetV2 model/mobilenetv4.py (ARCHITECTURES.md §2.3; same counts as RGv2)',
@@ -74,11 +77,7 @@ SEED_TABLES: Dict[str, dict] = {
               'claimed FLOPs = MACs + 1,280'),
         readme_params_form='train',
         readme_macs_offset=1280,
-        variants={
-            'S': dict(input=224, train_params='3,772,744', macs='186,005,568', readme_macs='186,006,848'),
-            'M': dict(input=256, train_params='9,714,232', macs='1,080,244,224', readme_macs='1,080,245,504'),
-            'L': dict(input=384, train_params='32,589,584', macs='6,376,220,672', readme_macs='6,376,221,952'),
-        }),
+        variants=MNV4_CONV_COUNTS),
     'RepNeXt': dict(
         names=('RepNeXt', 'RepNext'),
         source='suous/RepNeXt README + counts on the official code (ARCHITECTURES.md §3.1)',

@@ -17,11 +17,12 @@ import torch
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for the tools)
 from mmengine.logging import print_log
 
+from . import build
+
 
 def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None) -> Config:
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    """:func:`rep_backbones.mm.build.load_config` plus the Runner's ``work_dir`` default."""
+    cfg = build.load_config(path, cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
