@@ -1,24 +1,25 @@
 """rep_backbones: re-parameterizable CNN backbones for mmdetection 3.x / mmsegmentation 1.x.
 
+The package metadata is in ``pyproject.toml``; this file adds only the ``.mim`` handling below.
+
 Like OpenMMLab packages, the installed package carries its configs and tools in
 ``rep_backbones/.mim`` so that ``mim train/test/run rep_backbones ...`` finds them (mim looks in
 ``<site-packages>/rep_backbones/.mim``):
 
-* wheel / regular install: ``rep_backbones/.mim`` is committed as two relative symlinks (to
-  ``configs/`` and ``tools/``); building the wheel copies what they point to.
+* wheel / regular install: ``rep_backbones/.mim`` is committed as relative symlinks (to
+  ``configs/``, ``tools/`` and ``model-index.yml``); building the wheel copies what they point to.
 * editable install (``pip install -e .``, PEP 660): mmdet's recipe creates nothing there. Here the
   editable wheel puts the repository root on ``sys.path`` (setuptools' "compat" mode, what
   ``setup.py develop`` did) and adds ``<site-packages>/rep_backbones/.mim/`` holding one-line
   stand-ins: each config inherits the checkout's file (``_base_ = ['/checkout/configs/x.py']``) and
-  each tool runs the checkout's script, so edits are live. That folder has no ``__init__.py``, so
+  each tool runs the checkout's script, and ``model-index.yml`` imports the checkout's model index
+  (for ``mim search``), so edits are live. That folder has no ``__init__.py``, so
   ``import rep_backbones`` still resolves to the checkout. Re-install after adding a config or tool.
 """
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import setup
 from setuptools.command.editable_wheel import editable_wheel
-
-ROOT = Path(__file__).resolve().parent
 
 
 class _MimStandIns:
@@ -46,6 +47,9 @@ class _MimStandIns:
                            '# editable install of rep_backbones: run the checkout\'s script\n'
                            f'import runpy, sys\nsys.argv[0] = {str(path)!r}\n'
                            f'runpy.run_path({str(path)!r}, run_name="__main__")\n')
+        index = self.root / 'model-index.yml'
+        wheel.writestr('rep_backbones/.mim/model-index.yml',
+                       f'# editable install of rep_backbones: the checkout\'s model index\nImport:\n  - {index}\n')
 
 
 class EditableWithMim(editable_wheel):
@@ -54,19 +58,4 @@ class EditableWithMim(editable_wheel):
         return _MimStandIns(super()._select_strategy(name, tag, build_lib), Path(self.project_dir).resolve())
 
 
-setup(
-    name='rep_backbones',
-    version='0.1.0',
-    description='Structurally re-parameterizable CNN backbones (RepGhostNet, RepGhostNetV2, MobileNetV4, '
-                'RepNeXt, RepMobile) for mmdetection and mmsegmentation, fused for testing and export',
-    python_requires='>=3.10',
-    packages=find_packages(include=['rep_backbones', 'rep_backbones.*']),
-    package_data={'rep_backbones': ['.mim/configs/**/*.py', '.mim/tools/**/*.py', '.mim/tools/**/*.sh',
-                                    '.mim/tools/patches/*.patch']},
-    # Exact, explained pins of the whole stack: requirements/runtime.txt (+ lock.txt), installed by
-    # tools/setup_env.sh. Here only what the package itself imports.
-    install_requires=['torch>=2.6', 'timm>=1.0.20', 'numpy'],
-    extras_require={'mm': ['mmengine>=0.10.7', 'mmcv>=2.1.0,<2.2.0', 'mmdet>=3.3.0', 'mmsegmentation>=1.2.2']},
-    cmdclass={'editable_wheel': EditableWithMim},
-    zip_safe=False,
-)
+setup(cmdclass={'editable_wheel': EditableWithMim})

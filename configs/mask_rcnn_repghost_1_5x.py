@@ -1,18 +1,2 @@
-# Mask R-CNN 1x COCO (12 epochs, 8 GPUs x 2 images, SGD lr 0.02 as in mmdet), RepGhostNet 1.5x.
-# RepGhostNet 1.5x backbone, ImageNet-pretrained (official release file, loaded as released:
-# timm training dict, EMA weights). Save the release asset repghostnet_<width>_*.pth.tar under the name
-# below (see README, "Pretrained weights");
-# a missing file stops the run with a message naming the path.
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_base_/rep_runtime.py']
-
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='RepGhostNet',
-        arch='1.5x',
-        out_indices=(0, 1, 2, 3),   # strides 4/8/16/32: blocks.2/4/6/8
-        frozen_stages=-1,
-        norm_eval=False,
-        norm_cfg=dict(type='SyncBN'),   # the paper's setting; tools/train.py reverts to BN on CPU
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/repghostnet_1_5x.pth.tar')),
-    neck=dict(in_channels=[36, 60, 168, 240]))
+# Former name of repghostnet/mask-rcnn_repghostnet-1.5x_fpn_1x_coco.py, kept so that existing commands keep working.
+_base_ = './repghostnet/mask-rcnn_repghostnet-1.5x_fpn_1x_coco.py'

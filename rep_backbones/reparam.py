@@ -161,6 +161,49 @@ def fold_bn_pairs(model: nn.Module, pairs: Iterable[Tuple[str, str]]) -> None:
 
 
 @torch.no_grad()
+def fold_sequential_pairs(seq: nn.Sequential) -> None:
+    """Module surgery inside an ``nn.Sequential``, where child ``i``'s output is exactly child
+    ``i + 1``'s input: every ``Conv2d -> BatchNorm`` (and ``Linear -> BatchNorm1d``) pair becomes
+    the fused layer followed by ``nn.Identity`` (indices, hence state-dict keys, stay stable)."""
+    children = list(seq._modules.items())
+    for (name, layer), (bn_name, bn) in zip(children[:-1], children[1:]):
+        if not is_norm(bn):
+            continue
+        if isinstance(layer, nn.Conv2d):
+            seq._modules[name] = fuse_conv_bn(layer, bn)
+        elif isinstance(layer, nn.Linear):
+            seq._modules[name] = fuse_linear_bn(layer, bn)
+        else:
+            continue
+        seq._modules[bn_name] = nn.Identity()
+
+
+@torch.no_grad()
+def reparameterize_tree(module: nn.Module, conv_bn_pairs=None) -> None:
+    """Fuse every descendant of ``module`` in place: the one walk every backbone uses.
+
+    For each child, depth first (the order of ``timm.utils.model.reparameterize_model``):
+    ``child.fuse()`` *returns* its replacement; ``child.switch_to_deploy()`` (or timm's
+    ``reparameterize()``) changes it in place. Then, structurally (never by module order, which is
+    not data flow): the ``(conv, bn)`` attribute pairs that ``conv_bn_pairs(child)`` names for the
+    child are folded, and adjacent pairs inside every ``nn.Sequential`` (:func:`fold_sequential_pairs`).
+    """
+    for name, child in list(module.named_children()):
+        if hasattr(child, 'fuse'):
+            child = child.fuse()
+            setattr(module, name, child)
+        elif hasattr(child, 'switch_to_deploy'):
+            child.switch_to_deploy()
+        elif hasattr(child, 'reparameterize'):
+            child.reparameterize()
+        if conv_bn_pairs is not None:
+            fold_bn_pairs(child, conv_bn_pairs(child))
+        reparameterize_tree(child, conv_bn_pairs)
+    if isinstance(module, nn.Sequential):
+        fold_sequential_pairs(module)
+
+
+@torch.no_grad()
 def fold_bn_pairs_in_state_dict(state_dict: dict, pairs: Iterable[Tuple[str, str]], eps: float = 1e-5) -> dict:
     """The same folding on a state dict (for partially fused official checkpoints): for each pair
     whose BN entries are present, rewrite ``conv.weight``/``conv.bias`` and drop the BN entries."""
@@ -175,7 +218,7 @@ def fold_bn_pairs_in_state_dict(state_dict: dict, pairs: Iterable[Tuple[str, str
         weight = state_dict[f'{conv_name}.weight']
         bias = state_dict.get(f'{conv_name}.bias')
         bias = torch.zeros_like(scale) if bias is None else bias
-        state_dict[f'{conv_name}.weight'] = weight * scale.reshape(-1, 1, 1, 1)
+        state_dict[f'{conv_name}.weight'] = weight * scale.reshape(-1, *[1] * (weight.dim() - 1))
         state_dict[f'{conv_name}.bias'] = bias * scale + shift
     return state_dict
 

@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from rep_backbones.toy_data import TOY_ADE_LABELS, make_toy_ade20k  # noqa: E402
+from segmentation.toy_ade20k import TOY_ADE_LABELS, make_toy_ade20k  # noqa: E402
 
 
 def main(argv=None):

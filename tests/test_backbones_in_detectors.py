@@ -10,7 +10,7 @@ from mmengine.optim import OptimWrapper
 
 import rep_backbones
 from rep_backbones.models import BACKBONES
-from rep_backbones.mm.build import build_model_from_config
+from rep_backbones.apis.build import build_model_from_config
 
 from .helpers import calibrate_bn
 

@@ -1,4 +1,7 @@
-"""Every config in configs/ builds its model and runs one forward pass; placeholders fail clearly."""
+"""The configs: every one builds its model and runs a forward pass; the former flat names are stubs of
+the per-family configs; variants inherit their family's reference; init weights name the official
+release files; placeholders fail clearly."""
+import ast
 import glob
 import os
 
@@ -6,24 +9,55 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from rep_backbones.apis.build import build_model_from_config
 from rep_backbones.checkpoint import CheckpointError
-from rep_backbones.mm.build import build_model_from_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '**', '*.py'), recursive=True)
-                 if f'{os.sep}_base_{os.sep}' not in p)
+CONFIG_DIR = os.path.join(ROOT, 'configs')
+FAMILIES = ('repghostnet', 'repghostnetv2', 'mobilenetv4', 'repnext', 'repmobile')
+# Official ImageNet weights with a download URL (README: configs/README.md); other families: local files.
+RELEASES = {
+    'repghostnet': ('https://github.com/ChengpengChen/RepGhost/releases/download/RepGhost/',
+                    lambda arch: f"repghostnet_{arch.replace('.', '_')}_"),
+    'repnext': ('https://github.com/suous/RepNeXt/releases/download/v1.0/',
+                lambda arch: f'repnext_{arch.lower()}_distill_300e.pth'),
+}
 
 
-def _id(path):
-    return os.path.relpath(path, os.path.join(ROOT, 'configs'))
+def _rel(path):
+    return os.path.relpath(path, CONFIG_DIR).replace(os.sep, '/')
 
 
-def _detector_batch(n=1, size=(3, 96, 128)):
-    from mmdet.testing import demo_mm_inputs
-    return demo_mm_inputs(n, [list(size)] * n, use_box_type=True)
+def _all_configs():
+    """Every config file but the bases and mmdeploy's deploy configs (not models; tested with mmdeploy)."""
+    paths = glob.glob(os.path.join(CONFIG_DIR, '**', '*.py'), recursive=True)
+    return sorted(p for p in paths if '_base_' not in _rel(p).split('/') and not _rel(p).startswith('mmdeploy/'))
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=_id)
+def _stub_target(path):
+    """The config a former name stands for, or None: a stub is one statement, ``_base_ = 'PATH'``."""
+    body = ast.parse(open(path).read()).body
+    if (len(body) == 1 and isinstance(body[0], ast.Assign) and [t.id for t in body[0].targets] == ['_base_']
+            and isinstance(body[0].value, ast.Constant)):
+        return os.path.normpath(os.path.join(os.path.dirname(path), body[0].value.value))
+    return None
+
+
+def _bases(path):
+    for node in ast.parse(open(path).read()).body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ['_base_']:
+            value = ast.literal_eval(node.value)
+            return [value] if isinstance(value, str) else list(value)
+    return []
+
+
+CONFIGS = _all_configs()
+FORMER = [p for p in CONFIGS if '/' not in _rel(p) or _rel(p).startswith('deploy/')]
+BUILT = [p for p in CONFIGS if p not in FORMER]
+TRAINING = [p for p in BUILT if _rel(p).split('/')[0] in FAMILIES and '/deploy/' not in _rel(p)]
+
+
+@pytest.mark.parametrize('path', BUILT, ids=_rel)
 def test_config_builds_and_runs_a_forward_pass(path):
     cfg = Config.fromfile(path)
     assert 'rep_backbones' in cfg.custom_imports['imports']
@@ -33,29 +67,79 @@ def test_config_builds_and_runs_a_forward_pass(path):
     assert backbone.deploy == ('/deploy/' in path.replace(os.sep, '/'))
     with torch.no_grad():
         if cfg.default_scope == 'mmdet':
-            results = model.test_step(_detector_batch())
+            from mmdet.testing import demo_mm_inputs
+            results = model.test_step(demo_mm_inputs(1, [[3, 96, 128]], use_box_type=True))
             assert len(results) == 1 and hasattr(results[0], 'pred_instances')
         else:
             logits = model(torch.randn(1, 3, 96, 128), mode='tensor')
             assert logits.shape[:2] == (1, cfg.model.decode_head.num_classes)
 
 
-PRETRAINED = [p for p in CONFIGS if '/toy/' not in p.replace(os.sep, '/') and '/deploy/' not in p.replace(os.sep, '/')]
+def test_former_names_are_stubs_of_the_family_configs():
+    """configs/<name>.py and configs/deploy/<name>_deploy.py stand for one family config each."""
+    targets = {}
+    for path in FORMER:
+        target = _stub_target(path)
+        assert target is not None, f'{_rel(path)}: expected one line `_base_ = PATH` (a former name)'
+        assert os.path.isfile(target), f'{_rel(path)} -> {target}: no such file'
+        family, *rest = _rel(target).split('/')
+        assert family in FAMILIES and (rest[0] == 'deploy') == _rel(path).startswith('deploy/'), _rel(path)
+        targets[_rel(path)] = _rel(target)
+    assert len(set(targets.values())) == len(targets) == 84
+    # the README's command line: the stub is the family config
+    old, new = 'mask_rcnn_repghost_1_3x.py', 'repghostnet/mask-rcnn_repghostnet-1.3x_fpn_1x_coco.py'
+    assert targets[old] == new
+    assert Config.fromfile(os.path.join(CONFIG_DIR, old)).to_dict() == \
+        Config.fromfile(os.path.join(CONFIG_DIR, new)).to_dict()
 
 
-@pytest.mark.parametrize('path', PRETRAINED[:1] + [p for p in PRETRAINED if 'mask_rcnn_repghost_1_3x' in p], ids=_id)
+@pytest.mark.parametrize('family', FAMILIES)
+def test_each_task_has_one_reference_and_variants_inherit_a_sibling(family):
+    """A reference config starts from configs/_base_ (and mmdet/mmseg); every other config of the
+    family inherits one config of a family folder and overrides what differs."""
+    references = {}
+    for path in [p for p in TRAINING if _rel(p).startswith(family + '/')]:
+        bases = _bases(path)
+        if all('_base_/' in b for b in bases):
+            task = os.path.basename(path).split('_')[0]
+            assert task not in references, f'{family}: two {task} references: {references.get(task)}, {path}'
+            references[task] = path
+        else:
+            assert len(bases) == 1 and _rel(os.path.normpath(os.path.join(os.path.dirname(path), bases[0]))) \
+                .split('/')[0] in FAMILIES, f'{_rel(path)}: inherits {bases}'
+    # MobileNetV4 shares RepGhostNetV2's layout and channels: its configs inherit those
+    assert set(references) <= {'retinanet', 'mask-rcnn', 'fpn'}
+    assert family == 'mobilenetv4' or {'retinanet', 'mask-rcnn'} <= set(references)
+
+
+@pytest.mark.parametrize('path', TRAINING, ids=_rel)
+def test_backbone_init_names_the_official_release(path):
+    cfg = Config.fromfile(path, import_custom_modules=False)
+    family = _rel(path).split('/')[0]
+    checkpoint = cfg.model.backbone.init_cfg.checkpoint
+    if family in RELEASES:
+        prefix, file_name = RELEASES[family]
+        assert checkpoint.startswith(prefix + file_name(cfg.model.backbone.arch)), checkpoint
+    else:
+        assert checkpoint.startswith('pretrained/'), checkpoint
+
+
+LOCAL_WEIGHTS = [p for p in TRAINING if _rel(p).split('/')[0] not in RELEASES]
+
+
+@pytest.mark.parametrize('path', LOCAL_WEIGHTS[:1], ids=_rel)
 def test_missing_pretrained_file_stops_with_its_path(path, tmp_path, monkeypatch):
     from mmengine.registry import DefaultScope
     cfg = Config.fromfile(path)
     checkpoint = cfg.model.backbone.init_cfg.checkpoint
-    assert checkpoint.startswith('pretrained/')
     monkeypatch.chdir(tmp_path)
     registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
     __import__(f'{cfg.default_scope}.utils', fromlist=['x']).register_all_modules(init_default_scope=False)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = registry.build(cfg.model)
-    with pytest.raises(CheckpointError, match=f"'{checkpoint}' not found"):
+    with pytest.raises(CheckpointError) as error:
         model.init_weights()
+    assert 'not found' in str(error.value) and repr(checkpoint) in str(error.value)
 
 
 @pytest.mark.parametrize('scope,base', [

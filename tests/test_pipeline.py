@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from rep_backbones.toy_data import make_toy_ade20k, make_toy_coco
+from detection.toy_coco import make_toy_coco
+from segmentation.toy_ade20k import make_toy_ade20k
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -25,13 +26,13 @@ def run(args, cwd=ROOT, env=None, timeout=600):
     return proc.stdout + proc.stderr
 
 
-def det_options(root, epochs=1):
-    """--cfg-options pointing the toy config at ``root`` with a tiny schedule."""
+def det_options(root, iters=4):
+    """--cfg-options pointing the toy config at ``root`` with a tiny schedule (``iters`` iterations)."""
     ann = os.path.join(root, 'annotations', 'instances_{}2017.json')
     return ['--cfg-options', f'train_dataloader.dataset.data_root={root}/', f'val_dataloader.dataset.data_root={root}/',
             f'test_dataloader.dataset.data_root={root}/', f'val_evaluator.ann_file={ann.format("val")}',
-            f'test_evaluator.ann_file={ann.format("val")}', f'train_cfg.max_epochs={epochs}',
-            f'train_cfg.val_interval={epochs}', f'default_hooks.checkpoint.interval={epochs}',
+            f'test_evaluator.ann_file={ann.format("val")}', f'train_cfg.max_iters={iters}',
+            f'train_cfg.val_interval={iters}', f'default_hooks.checkpoint.interval={iters}',
             'train_dataloader.batch_size=2', 'model.backbone.arch=0.5x',
             'model.neck.in_channels=[12,20,56,80]']
 
@@ -46,8 +47,8 @@ def toy_coco(tmp_path_factory):
 @pytest.fixture(scope='module')
 def trained_det(toy_coco, tmp_path_factory):
     work = tmp_path_factory.mktemp('det')
-    run([PY, 'tools/train.py', DET_CFG, '--work-dir', str(work), *det_options(toy_coco, epochs=2)])
-    assert os.path.isfile(work / 'epoch_2.pth')
+    run([PY, 'tools/train.py', DET_CFG, '--work-dir', str(work), *det_options(toy_coco, iters=8)])
+    assert os.path.isfile(work / 'iter_8.pth')
     return work
 
 
@@ -65,7 +66,7 @@ def _scores(predictions):
 
 
 def test_test_with_and_without_fusion_agree(trained_det, toy_coco):
-    ckpt = trained_det / 'epoch_2.pth'
+    ckpt = trained_det / 'iter_8.pth'
     plain, plain_pred, _ = _test(DET_CFG, ckpt, trained_det, toy_coco, '--no-fuse')
     fused, fused_pred, log = _test(DET_CFG, ckpt, trained_det, toy_coco)
     assert 'RepFuseHook (test): fused backbone' in log and 'fused vs training form on the first batch' in log
@@ -80,12 +81,12 @@ def test_test_with_and_without_fusion_agree(trained_det, toy_coco):
 
 def test_fused_checkpoint_loads_into_deploy_config(trained_det, toy_coco, tmp_path):
     fused_ckpt = tmp_path / 'fused.pth'
-    log = run([PY, 'tools/fuse_checkpoint.py', DET_CFG, str(trained_det / 'epoch_2.pth'), str(fused_ckpt),
+    log = run([PY, 'tools/fuse_checkpoint.py', DET_CFG, str(trained_det / 'iter_8.pth'), str(fused_ckpt),
                '--cfg-options', 'model.backbone.arch=0.5x', 'model.neck.in_channels=[12,20,56,80]'])
     assert 'fused backbone' in log and 'loads strictly' in log
     deploy_cfg = tmp_path / 'deploy.py'
     deploy_cfg.write_text(f"_base_ = [{os.path.join(ROOT, DET_CFG)!r}]\nmodel = dict(backbone=dict(deploy=True))\n")
-    plain, plain_pred, _ = _test(DET_CFG, trained_det / 'epoch_2.pth', tmp_path, toy_coco, '--no-fuse')
+    plain, plain_pred, _ = _test(DET_CFG, trained_det / 'iter_8.pth', tmp_path, toy_coco, '--no-fuse')
     deploy, deploy_pred, log = _test(str(deploy_cfg), fused_ckpt, tmp_path, toy_coco)
     assert 'already in deploy form' in log
     assert deploy['coco/bbox_mAP'] == pytest.approx(plain['coco/bbox_mAP'], abs=1e-3)
@@ -93,16 +94,16 @@ def test_fused_checkpoint_loads_into_deploy_config(trained_det, toy_coco, tmp_pa
     for a, b in zip(_scores(plain_pred), _scores(deploy_pred)):
         assert torch.allclose(a, b, atol=1e-4)
     # a training checkpoint in the deploy config is refused, not silently half-loaded
-    proc = subprocess.run([PY, 'tools/test.py', str(deploy_cfg), str(trained_det / 'epoch_2.pth'),
+    proc = subprocess.run([PY, 'tools/test.py', str(deploy_cfg), str(trained_det / 'iter_8.pth'),
                            *det_options(toy_coco)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0 and 'train-form checkpoint but the model is in deploy form' in proc.stderr
 
 
 def test_distributed_cpu_training_with_two_processes(toy_coco, tmp_path):
     log = run(['bash', 'tools/dist_train.sh', DET_CFG, '2', '--work-dir', str(tmp_path),
-               *det_options(toy_coco, epochs=1)], env={'PYTHON': PY, 'PORT': '29512'})
+               *det_options(toy_coco, iters=4)], env={'PYTHON': PY, 'PORT': '29512'})
     assert 'no CUDA: gloo process group' in log
-    assert os.path.isfile(tmp_path / 'epoch_1.pth')
+    assert os.path.isfile(tmp_path / 'iter_4.pth')
 
 
 def test_segmentation_toy_train_and_fused_test(tmp_path):
@@ -126,7 +127,7 @@ def test_mim_finds_configs_and_tools(trained_det, toy_coco, tmp_path):
     """`mim test rep_backbones NAME` resolves the config by name and runs our tools/test.py, from any
     directory; `mim test mmdet CONFIG` runs mmdet's own test script on our config."""
     mim = os.path.join(os.path.dirname(PY), 'mim')
-    ckpt = str(trained_det / 'epoch_2.pth')
+    ckpt = str(trained_det / 'iter_8.pth')
     log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG), '--checkpoint', ckpt,
                '--work-dir', str(tmp_path / 'a'), *det_options(toy_coco)], cwd=str(tmp_path))
     assert "we find the config file in codebase rep_backbones" in log and 'coco/bbox_mAP' in log
@@ -147,16 +148,8 @@ def test_mim_with_a_wheel_install(trained_det, toy_coco, tmp_path):
     run([PY, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)])
     assert (target / 'rep_backbones' / '.mim' / 'configs' / 'toy' / os.path.basename(DET_CFG)).is_file()
     mim = os.path.join(os.path.dirname(PY), 'mim')
-    log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG), '--checkpoint', str(trained_det / 'epoch_2.pth'),
+    log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG), '--checkpoint', str(trained_det / 'iter_8.pth'),
                '--work-dir', str(tmp_path / 'w'), *det_options(toy_coco)], cwd=str(tmp_path),
               env={'PYTHONPATH': str(target)})
     assert str(target / 'rep_backbones' / '.mim' / 'tools' / 'test.py') in log and 'coco/bbox_mAP' in log
 
-
-def test_main_job_on_a_small_schedule(tmp_path):
-    """tools/demo.py end to end (the README's first command minus the environment set-up)."""
-    log = run([PY, 'tools/demo.py', '--work-dir', str(tmp_path / 'demo'), '--data-root', str(tmp_path / 'coco'),
-               '--epochs', '1', '--num-train', '8', '--num-val', '4'])
-    assert '| training form |' in log and '| fused (RepFuseHook) |' in log and '| fused checkpoint, deploy=True |' in log
-    assert (tmp_path / 'demo' / 'predictions.png').stat().st_size > 1000
-    assert (tmp_path / 'demo' / 'fused.pth').is_file()

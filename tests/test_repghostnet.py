@@ -9,7 +9,7 @@ import rep_backbones
 from rep_backbones.analysis import count_macs, count_params
 from rep_backbones.checkpoint import CheckpointError, UntrustedCheckpointError
 from rep_backbones.models import RepGhostNet, RepGhostNetClassifier
-from rep_backbones.models.repghostnet import WIDTHS, fuse_ghost_branches
+from rep_backbones.models.repghostnet import ARCHS, fuse_ghost_branches
 from timm.models.repghost import RepGhostModule
 
 from .helpers import ODD_SIZE, assert_fuses_exactly, count_norms, keys_file, randomize_bn, synthetic_state_dict
@@ -25,7 +25,7 @@ FILE_NAMES = {'0.5x': '0_5x', '0.58x': '0_58x', '0.8x': '0_8x', '1.0x': '1_0x', 
               '1.3x': '1_3x', '1.5x': '1_5x', '2.0x': '2_0x'}
 
 
-@pytest.mark.parametrize('arch', list(WIDTHS))
+@pytest.mark.parametrize('arch', list(ARCHS))
 def test_fused_equals_training_form(arch):
     model = RepGhostNet(arch, out_indices=(0, 1, 2, 3, 4))
     x = torch.randn(2, 3, *ODD_SIZE)
@@ -61,7 +61,7 @@ def test_fuse_whole_model_and_report():
     assert rep_backbones.fuse(det) is det
 
 
-@pytest.mark.parametrize('arch', list(WIDTHS))
+@pytest.mark.parametrize('arch', list(ARCHS))
 def test_default_out_indices_and_channels(arch):
     model = RepGhostNet(arch).eval()
     assert model.out_indices == (0, 1, 2, 3)
@@ -122,7 +122,7 @@ def _official_train_dict(arch, seed=0):
     return synthetic_state_dict(keys_file(f'repghostnet_{FILE_NAMES[arch]}.keys.txt'), seed)
 
 
-@pytest.mark.parametrize('arch', list(WIDTHS))
+@pytest.mark.parametrize('arch', list(ARCHS))
 def test_official_training_checkpoint_loads_with_every_key(tmp_path, arch):
     ema, raw = _official_train_dict(arch, 1), _official_train_dict(arch, 2)
     path = tmp_path / 'official.pth.tar'
@@ -220,7 +220,7 @@ def test_prefix_selects_backbone_of_a_detector_checkpoint(tmp_path):
 
 
 # -- seed table ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize('arch', list(WIDTHS))
+@pytest.mark.parametrize('arch', list(ARCHS))
 def test_classifier_reproduces_seed_params_and_flops(arch):
     clf = RepGhostNetClassifier(arch)
     official = copy.deepcopy(clf)

@@ -103,14 +103,14 @@ def test_repghost_shortcut_rule():
     """Start DWs move to the end of the preceding UIB (also across stages), never from a first UIB
     after a plain conv; kernels are conserved."""
     for arch, spec in SPECS.items():
-        mnv4, rgv2 = spec['stages'], repghost_shortcuts(spec['stages'])
+        mnv4, rgv2 = spec.stages, repghost_shortcuts(spec.stages)
         flat_m = [b for stage in mnv4 for b in stage if isinstance(b, UIB)]
         flat_r = [b for stage in rgv2 for b in stage if isinstance(b, UIB)]
         assert flat_r[0].start == flat_m[0].start > 0
         assert all(b.start == 0 for b in flat_r[1:])
         assert [b.end for b in flat_r[:-1]] == [b.start for b in flat_m[1:]]
         assert [len(s) for s in mnv4] == [len(s) for s in rgv2]
-    s = repghost_shortcuts(SPECS['S']['stages'])
+    s = repghost_shortcuts(SPECS['S'].stages)
     assert s[2][-1] == UIB(0, 0, 3, 1, 96, 4)      # official layers.10: end DW from MNv4's layers.11
 
 

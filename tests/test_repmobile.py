@@ -74,7 +74,7 @@ def _block_pair(in_chs, out_chs, stride, seed=0):
             if isinstance(m, nn.Conv2d):
                 m.bias.uniform_(-0.5, 0.5)
     fused = copy.deepcopy(block)
-    fused.fuse()
+    fused.switch_to_deploy()
     return block, fused
 
 

@@ -9,7 +9,7 @@ import rep_backbones
 from rep_backbones.analysis import count_macs, count_params
 from rep_backbones.checkpoint import CheckpointError
 from rep_backbones.models import RepNeXt, RepNeXtClassifier
-from rep_backbones.models.repnext import (ARCHS, ChunkConv, ConvNorm, CopyConv, CopyConvSingle, Downsample,
+from rep_backbones.models.repnext import (ARCHS, ChunkConv, ConvNorm, CopyConv, CopyConvSingle, Downsample, official_fuse,
                                           SingleBranchDWConv)
 
 from .helpers import ODD_SIZE, assert_fuses_exactly, count_norms, keys_file, randomize_bn, synthetic_state_dict
@@ -223,20 +223,10 @@ def test_official_training_checkpoint_loads(tmp_path):
     assert not RepNeXt('M0').load_pretrained(str(tmp_path / 'bare.pth')).missing
 
 
-@torch.no_grad()
 def _official_fuse(clf):
     """What the official ``model.fuse()`` produces, on our modules: branches, ConvNorms and the
     heads fused; the standalone ``norm`` BNs kept, no ``conv_i``."""
-    fused = copy.deepcopy(clf)
-    for unit in _units(fused):
-        n = unit.norm.num_features
-        unit.token_mixer.fuse_branches(torch.ones(n), torch.zeros(n))     # identity affine: norm stays
-    for parent in list(fused.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, ConvNorm):
-                setattr(parent, name, child.fused())
-    fused.head = fused.head.fused()
-    return {k: v for k, v in fused.state_dict().items() if '.conv_i.' not in k}
+    return official_fuse(copy.deepcopy(clf)).state_dict()
 
 
 def test_official_fused_checkpoint_loads_into_deploy_model():

@@ -1,5 +1,6 @@
-"""Deployment tools: ONNX export + onnxruntime parity (every registered family, whole RetinaNet and
-Semantic FPN), complexity figures against the seed tables, and a tiny benchmark run.
+"""Deployment helpers (``rep_backbones.apis``) and their command lines: ONNX export + onnxruntime
+parity (every registered family, whole RetinaNet and Semantic FPN), complexity figures against the
+seed tables (``docs/seed_tables.yaml``), the ``NAME[:ARCH]`` spec parser.
 
 Kept fast: smallest variant per family, small odd inputs, random weights with random BN statistics
 (so a folding mistake cannot hide behind the default statistics).
@@ -7,8 +8,7 @@ Kept fast: smallest variant per family, small odd inputs, random weights with ra
 from __future__ import annotations
 
 import copy
-import importlib.util
-import json
+import importlib
 import os
 import subprocess
 import sys
@@ -19,30 +19,31 @@ import pytest
 import torch
 
 import rep_backbones
+from rep_backbones.apis import complexity
+from rep_backbones.apis.build import build_from_spec, is_backbone_spec, parse_backbone_spec, shape_tuple
+from rep_backbones.apis.onnx_export import check_onnx, export_onnx, onnx_op_counts, ort_session
+from rep_backbones.apis.seed_tables import load_seed_tables, matches, parse_figure, table_for
 from rep_backbones.models import BACKBONES, CLASSIFIERS
-from rep_backbones.seed_tables import matches, parse_figure, table_for
 
 from .helpers import count_norms, randomize_bn
 
 ROOT = Path(__file__).resolve().parents[1]
+SEED_FILE = ROOT / 'docs' / 'seed_tables.yaml'
 SMALL_ODD = (67, 93)          # backbone-only exports (stride 32 still gives a 3x3 map)
 DET_ODD = (131, 197)          # whole models (RetinaNet's P7 is stride 128)
-RETINANET = ROOT / 'configs' / 'retinanet_repghost_1_0x.py'
-SEMFPN = ROOT / 'configs' / 'fpn_repghost_1_0x_ade20k_40k.py'
 
 
-def _load_tool(rel: str, name: str):
-    path = ROOT / rel
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
+def _config(*candidates: str) -> Path:
+    """The first of ``candidates`` (paths under configs/) that exists; the configs are being renamed
+    to mmdet's naming scheme, the old names are the fallback."""
+    for rel in candidates:
+        if (ROOT / 'configs' / rel).is_file():
+            return ROOT / 'configs' / rel
+    raise FileNotFoundError(f'none of {candidates} under configs/')
 
 
-export_onnx = _load_tool('tools/export_onnx.py', 'export_onnx')
-complexity = _load_tool('tools/analysis/complexity.py', 'complexity')
-benchmark_tool = _load_tool('tools/benchmark.py', 'benchmark_tool')
+RETINANET = _config('repghostnet/retinanet_repghostnet-1.0x_fpn_1x_coco.py', 'retinanet_repghost_1_0x.py')
+SEMFPN = _config('repghostnet/fpn_repghostnet-1.0x_8xb4-40k_ade20k-512x512.py', 'fpn_repghost_1_0x_ade20k_40k.py')
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -55,15 +56,45 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope='module')
+def seed_tables():
+    return load_seed_tables(SEED_FILE)
+
+
+def _tool(*args, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
+    """Run ``python tools/...`` as a user does (no PYTHONPATH: the package must come from the install)."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env=dict(env, OMP_NUM_THREADS='1'))
+
+
 def _export_and_check(module, reference, x, path, **kw):
     """Export ``module`` (fused), run onnxruntime on ``x``; returns (rel diff vs ``reference``,
     operator counts, the onnxruntime session)."""
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        export_onnx.export(module, x, path, **kw)
-    session = export_onnx.ort_session(path, threads=1)
-    _, rel = export_onnx.compare(reference, path, x, session)
-    return rel, export_onnx.op_counts(path), session
+        export_onnx(module, x, path, **kw)
+    session = ort_session(path, threads=1)
+    _, rel = check_onnx(reference, path, x, session)
+    return rel, onnx_op_counts(path), session
+
+
+# -- NAME[:ARCH] specs and shapes ----------------------------------------------------------------
+def test_parse_backbone_spec():
+    assert parse_backbone_spec('RepGhostNet:1.0x') == dict(type='RepGhostNet', arch='1.0x')
+    assert parse_backbone_spec('RepGhostNet') == dict(type='RepGhostNet')
+    default = parse_backbone_spec('RepGhostNet', fill_default=True)['arch']
+    assert build_from_spec('RepGhostNet').arch == default
+    assert parse_backbone_spec('RepNeXt:M0', CLASSIFIERS) == dict(type='RepNeXt', arch='M0')
+    with pytest.raises(ValueError, match="unknown name 'RepGhost'.*RepGhostNet"):
+        parse_backbone_spec('RepGhost:1.0x')
+    with pytest.raises(ValueError, match='valid variants'):
+        build_from_spec('RepGhostNet:7x')
+    assert is_backbone_spec('RepGhostNet:0.5x') and not is_backbone_spec(str(RETINANET))
+    assert not is_backbone_spec('NoSuchNet:1x')
+    assert shape_tuple([65]) == (65, 65) and shape_tuple((65, 97)) == (65, 97) and shape_tuple(7) == (7, 7)
+    with pytest.raises(ValueError, match='--shape takes H'):
+        shape_tuple((1, 2, 3))
 
 
 # -- backbone-only, every registered family ----------------------------------------------------
@@ -85,21 +116,39 @@ def test_backbone_onnx_parity(name, tmp_path):
     assert counts.get('Conv', 0) > 0
     # dynamic axes: another batch and size through the same file
     x2 = torch.randn(2, 3, SMALL_ODD[0] + 32, SMALL_ODD[1] - 26)
-    _, rel2 = export_onnx.compare(fused, tmp_path / f'{name}.onnx', x2, session)
+    _, rel2 = check_onnx(fused, tmp_path / f'{name}.onnx', x2, session)
     assert rel2 <= 1e-4
 
 
 def test_export_cli_backbone_spec(tmp_path):
+    """The command line from another directory: ``rep_backbones`` comes from the installed
+    (editable) package, not from a sys.path entry the tool adds."""
     out = tmp_path / 'rg.onnx'
-    assert export_onnx.main(['RepGhostNet:0.5x', 'none', '--out', str(out), '--backbone-only',
-                             '--shape', '65', '97']) == 0
-    assert out.is_file()
+    proc = _tool(ROOT / 'tools/export_onnx.py', 'RepGhostNet:0.5x', 'none', '--out', out, '--backbone-only',
+                 '--shape', '65', '97', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'BatchNormalization nodes: 0' in proc.stdout
+    assert onnx_op_counts(out).get('Conv', 0) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['rg.onnx']     # no temporary file left
+
+
+def test_export_cli_unknown_backbone(tmp_path):
+    proc = _tool(ROOT / 'tools/export_onnx.py', 'RepGhostNet:9x', 'none', '--out', tmp_path / 'x.onnx',
+                 '--shape', '64')
+    assert proc.returncode != 0 and "unknown arch '9x'" in proc.stderr
+    assert not (tmp_path / 'x.onnx').exists()
+
+
+@pytest.mark.parametrize('tool', ['tools/export_onnx.py', 'tools/analysis/complexity.py', 'tools/train.py',
+                                  'tools/test.py', 'tools/fuse_checkpoint.py'])
+def test_tools_help(tool):
+    proc = _tool(tool, '--help', timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'usage:' in proc.stdout
 
 
 # -- whole models from the configs -------------------------------------------------------------
-def _mm_ready(config: Path, package: str) -> None:
-    if not config.is_file():
-        pytest.skip(f'{config.relative_to(ROOT)} is missing')
+def _mm_ready(package: str) -> None:
     try:
         import mmcv.ops  # noqa: F401  (mmdet/mmseg models import compiled ops)
         importlib.import_module(package)
@@ -110,8 +159,8 @@ def _mm_ready(config: Path, package: str) -> None:
 @pytest.mark.parametrize('config,package,n_outputs', [(RETINANET, 'mmdet', 10), (SEMFPN, 'mmseg', 1)],
                          ids=['retinanet', 'semantic_fpn'])
 def test_whole_model_onnx(config, package, n_outputs, tmp_path):
-    _mm_ready(config, package)
-    from rep_backbones.mm.build import TensorModeWrapper, build_model_from_config
+    _mm_ready(package)
+    from rep_backbones.apis.build import TensorModeWrapper, build_model_from_config
     model = build_model_from_config(str(config), 'none')
     randomize_bn(model)
     reference = TensorModeWrapper(model, 'full').eval()
@@ -128,8 +177,27 @@ def test_whole_model_onnx(config, package, n_outputs, tmp_path):
 
 
 # -- complexity vs seed tables -----------------------------------------------------------------
-def test_repghost_complexity_against_seed():
-    res = complexity.classifier_complexity('RepGhostNet', '1.0x')
+def test_seed_figures():
+    assert parse_figure('4,073,604') == (4_073_604, 0)
+    value, tol = parse_figure('142.39M')
+    assert value == pytest.approx(142.39e6) and tol == pytest.approx(0.005e6)
+    assert matches(142_394_999, '142.39M') and not matches(142_395_001, '142.39M')
+    assert matches(4_073_604, '4,073,604') and not matches(4_073_605, '4,073,604')
+    with pytest.raises(ValueError, match="bad seed figure '4.1 MB'"):
+        parse_figure('4.1 MB')
+
+
+def test_seed_file_errors(tmp_path):
+    bad = tmp_path / 'seeds.yaml'
+    bad.write_text("X:\n  names: [X]\n  source: s\n  note: n\n  variants:\n    A: {macs: '1.2Q'}\n")
+    with pytest.raises(ValueError, match=r"seeds.yaml: X A macs: bad seed figure '1.2Q'"):
+        load_seed_tables(bad)
+    with pytest.raises(FileNotFoundError, match='missing.yaml'):
+        load_seed_tables(tmp_path / 'missing.yaml')
+
+
+def test_repghost_complexity_against_seed(seed_tables):
+    res = complexity.classifier_complexity('RepGhostNet:1.0x', tables=seed_tables)
     assert res['train_params'] == 4_073_604
     assert res['official_deploy_params'] == 4_058_772        # what the seed counted (4.1 M)
     assert res['fused_params'] == 4_051_648                  # ours: conv+BN folded too
@@ -137,44 +205,39 @@ def test_repghost_complexity_against_seed():
     assert res['train_macs'] == res['fused_macs']
 
 
-@pytest.mark.parametrize('family', sorted(f for f in CLASSIFIERS if table_for(f)))
-def test_registered_families_against_seed(family):
+@pytest.mark.parametrize('family', sorted(CLASSIFIERS))
+def test_registered_families_against_seed(family, seed_tables):
     """Training-form params are exact seed counts (same architecture); the inference form's MACs
     are within 0.5 % (a fuller fusion may change kernel shapes slightly)."""
-    variant = next(iter(table_for(family)['variants']))
-    (row,) = complexity.seed_table_rows(family, [variant])
+    table = table_for(seed_tables, family)
+    assert table is not None, f'docs/seed_tables.yaml has no table for {family}'
+    variant = next(iter(table['variants']))
+    (row,) = complexity.seed_table_rows(seed_tables, family, [variant])
     assert not row.get('error'), row.get('error')
     seed, ours = row['seed'], row['ours']
     if 'train_params' in seed:
         assert row['match']['train_params'], (ours['train_params'], seed['train_params'])
     value, _ = parse_figure(seed['macs'])
     assert abs(ours['fused_macs'] - value) <= 0.005 * value, (ours['fused_macs'], seed['macs'])
-    md = complexity.format_seed_table(family, [row])
+    md = complexity.format_seed_table(seed_tables, family, [row])
     assert f'| {variant} |' in md
 
 
 def test_complexity_cli_seed_tables():
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools/analysis/complexity.py'), '--seed-tables',
-                           '--family', 'RepGhostNet', '--variants', '1.0x'],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
+    proc = _tool('tools/analysis/complexity.py', '--seed-tables', '--family', 'RepGhostNet', '--variants', '1.0x')
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert '4,073,604 / 4,073,604 ✓' in proc.stdout
     assert '4,058,772 / 4,058,772 ✓' in proc.stdout
     assert '4,051,648' in proc.stdout
+    assert 'ARCHITECTURES.md' not in proc.stdout       # sources the repository has, not private notes
 
 
-# -- benchmark ---------------------------------------------------------------------------------
-def test_benchmark_tiny(tmp_path):
-    threads = torch.get_num_threads()
-    try:
-        rc = benchmark_tool.main(['--backbone', 'RepGhostNet:0.5x', '--shape', '64', '64', '--threads', '1',
-                                  '--warmup', '1', '--rounds', '2', '--iters', '1',
-                                  '--out-dir', str(tmp_path), '--name', 'tiny'])
-    finally:
-        torch.set_num_threads(threads)
-    assert rc == 0
-    data = json.loads((tmp_path / 'tiny.json').read_text())
-    assert {r['variant'] for r in data['results']} == {'train', 'fused', 'ort'}
-    assert all(r['n'] == 2 and r['median_ms'] > 0 for r in data['results'])
-    assert 'RepGhostNet:0.5x' in data['fuse_seconds']
-    assert (tmp_path / 'tiny.png').stat().st_size > 1000
+def test_complexity_cli_seed_file_option(tmp_path):
+    """``--seed-file`` is what is compared: a deliberately wrong figure is reported as a mismatch."""
+    text = SEED_FILE.read_text().replace("train_params: '4,073,604'", "train_params: '4,073,605'")
+    assert text != SEED_FILE.read_text()
+    (tmp_path / 'seeds.yaml').write_text(text)
+    proc = _tool('tools/analysis/complexity.py', '--seed-tables', '--family', 'RepGhostNet', '--variants', '1.0x',
+                 '--seed-file', tmp_path / 'seeds.yaml')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '4,073,604 / 4,073,605 ✗' in proc.stdout

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rep_backbones.toy_data import (TOY_ADE_LABELS, TOY_COCO_CLASSES, make_toy_ade20k, make_toy_coco,
-                                    toy_coco_metainfo)
+from detection.toy_coco import TOY_COCO_CLASSES, make_toy_coco, toy_coco_metainfo
+from segmentation.toy_ade20k import TOY_ADE_LABELS, make_toy_ade20k
 
 SIZE = (160, 208)  # (H, W)
 N_TRAIN, N_VAL = 16, 6
@@ -86,15 +86,15 @@ def test_idempotent_and_regenerates(make, pattern, tmp_path):
 
 def test_fallback_without_skimage_images(tmp_path, monkeypatch):
     """Without the bundled photos the generators fall back to generated noise backgrounds."""
-    from rep_backbones import toy_data
+    from rep_backbones import toy_drawing
 
-    toy_data._load_source.cache_clear()
-    monkeypatch.setattr(toy_data, '_skimage_data_dir', lambda: None)
+    toy_drawing.load_source.cache_clear()
+    monkeypatch.setattr(toy_drawing, '_skimage_data_dir', lambda: None)
     try:
         paths = make_toy_coco(tmp_path / 'coco', num_train=2, num_val=1, image_size=(96, 128))
         make_toy_ade20k(tmp_path / 'ade', num_train=2, num_val=1, image_size=(96, 128))
     finally:
-        toy_data._load_source.cache_clear()
+        toy_drawing.load_source.cache_clear()
     assert json.loads(Path(paths['train_ann']).read_text())['annotations']
     assert len(list((tmp_path / 'ade' / 'annotations' / 'training').glob('*.png'))) == 2
 
@@ -136,7 +136,8 @@ def test_coco_layout_and_annotations(coco_root):
 
 
 def test_coco_content_variety(tmp_path):
-    make_toy_coco(tmp_path, num_train=40, num_val=1, image_size=(256, 320))
+    """COCO-like variety on request: all categories, small (< 32 px) and large (> 128 px) objects."""
+    make_toy_coco(tmp_path, num_train=40, num_val=1, image_size=(256, 320), max_objects=5, object_size=(0.06, 0.85))
     data = json.loads((tmp_path / 'annotations' / 'instances_train2017.json').read_text())
     cats = {a['category_id'] for a in data['annotations']}
     assert cats == {1, 2, 3, 4}
@@ -144,6 +145,41 @@ def test_coco_content_variety(tmp_path):
     assert sides.min() < 32 and sides.max() > 128  # small and large objects (COCO small / large)
     boxes = np.array([a['bbox'] for a in data['annotations']])
     assert len(boxes) > 80
+
+
+def test_coco_defaults_are_the_easy_main_job_set(tmp_path):
+    """Defaults: 1-3 objects per image, mostly 25-65 % of the short side (a box may be up to 1.25x
+    the shape's nominal diameter; a shape that does not fit is shrunk)."""
+    make_toy_coco(tmp_path, num_train=30, num_val=1)
+    data = json.loads((tmp_path / 'annotations' / 'instances_train2017.json').read_text())
+    h, w = data['images'][0]['height'], data['images'][0]['width']
+    per_image = np.bincount([a['image_id'] for a in data['annotations']], minlength=31)[1:]
+    assert per_image.min() >= 1 and per_image.max() <= 3 and per_image.max() > 1
+    longest = np.array([max(a['bbox'][2:]) for a in data['annotations']]) / min(h, w)
+    assert longest.min() > 0.08 and np.median(longest) > 0.25 and longest.max() < 0.65 * 1.25
+    assert {a['category_id'] for a in data['annotations']} == {1, 2, 3, 4}
+
+
+@pytest.mark.parametrize('kwargs,match', [(dict(max_objects=0), 'max_objects'),
+                                          (dict(object_size=(0.5, 0.2)), 'object_size'),
+                                          (dict(object_size=(0.1, 1.5)), 'object_size'),
+                                          (dict(image_size=(32, 128)), 'image_size')])
+def test_coco_bad_arguments_are_named(kwargs, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        make_toy_coco(tmp_path, num_train=1, num_val=1, **kwargs)
+
+
+def test_toy_configs_use_the_generator_classes_and_palette():
+    """configs/toy/_base_/toy_coco.py cannot import the generator (mmengine configs): checked here."""
+    from mmengine.config import Config
+
+    root = Path(__file__).resolve().parents[1] / 'configs' / 'toy'
+    for name in ('toy_retinanet_repghost_1_0x.py', 'toy_mask_rcnn_repghost_1_0x.py'):
+        cfg = Config.fromfile(str(root / name))
+        for split in ('train', 'val', 'test'):
+            meta = cfg[f'{split}_dataloader'].dataset.metainfo
+            assert tuple(meta['classes']) == TOY_COCO_CLASSES
+            assert [tuple(c) for c in meta['palette']] == toy_coco_metainfo()['palette']
 
 
 def test_coco_colours_distinct(coco_root):

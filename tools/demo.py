@@ -1,120 +1,354 @@
-"""The main job: train a RepGhostNet detector on the toy COCO set, test it in training form and
-fused, save the fused checkpoint and draw its predictions.
+"""The main job: train a RepGhostNet detector on the toy COCO set, then show what fusion buys.
 
-    python tools/demo.py [--work-dir outputs/demo] [--epochs 12] [--config CONFIG]
+    python tools/demo.py [--model retinanet|mask_rcnn] [--work-dir outputs/demo] [--iters N]
+                         [--num-train 160] [--num-val 40] [--data-root data/toy_coco]
 
-Steps (each prints what it did):
-  1. generate the toy COCO set (rep_backbones.toy_data, deterministic) under data/toy_coco;
-  2. train configs/toy/toy_retinanet_repghost_1_0x.py on CPU (tools/train.py; 10 epochs of 40
-     iterations at 192x160). RetinaNet rather than Mask R-CNN: on 2 CPU cores Mask R-CNN trains about 4x slower
-     per iteration and would not learn the toy set within the 10-minute budget; pass
-     --config configs/toy/toy_mask_rcnn_repghost_1_0x.py for bbox and mask mAP with more time;
-  3. test the checkpoint twice with tools/test.py: training form (--no-fuse) and fused (RepFuseHook,
-     which also checks the fused backbone against the training form on the first batch);
-  4. write the fused checkpoint (tools/fuse_checkpoint.py) and test it with the deploy form of the
-     config (backbone built with deploy=True);
-  5. draw the fused model's predictions on a validation image into WORK_DIR/predictions.png.
-Finally prints the mAP of the three tests side by side (mask mAP too for Mask R-CNN configs).
+Steps (each prints its command, its progress and its time; full logs go to WORK_DIR/*.log):
+  1. generate the toy COCO set (detection/toy_coco.py, deterministic) under --data-root;
+  2. train configs/toy/toy_<model>_repghost_1_0x.py with tools/train.py (from scratch, CPU,
+     seeded and deterministic: the same machine prints the same numbers), validating 8 times on
+     the way; the validation mAP per iteration is drawn into WORK_DIR/learning_curve.png;
+  3. test the last checkpoint with tools/test.py in training form (--no-fuse) and fused
+     (RepFuseHook, which checks the fused backbone against the training form on the first batch);
+  4. write the fused checkpoint (tools/fuse_checkpoint.py) and test it with the deploy config
+     (configs/toy/deploy/*: backbone built with deploy=True);
+  5. export the fused model to ONNX (tools/export_onnx.py: RetinaNet's whole network in tensor mode,
+     Mask R-CNN's backbone + neck) and check it against PyTorch;
+  6. time every form on the validation images in one loop (batch 1; the forms take turns on each
+     image, so machine load hits them alike) and evaluate each one's predictions; the
+     onnxruntime form runs the exported graph with PyTorch pre- and post-processing;
+  7. draw ground truth and predictions side by side for a few validation images
+     (WORK_DIR/predictions.png) and print the table of mAP and latency per form (also written to
+     WORK_DIR/results.md and results.json).
 """
+from __future__ import annotations
+
 import argparse
-import glob
+import contextlib
+import copy
+import io
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODELS = {'retinanet': 'toy_retinanet_repghost_1_0x', 'mask_rcnn': 'toy_mask_rcnn_repghost_1_0x'}
+FORMS = ('training form', 'fused (RepFuseHook)', 'fused checkpoint, deploy config', 'onnxruntime')
+METRICS = [('coco/bbox_mAP', 'bbox mAP'), ('coco/bbox_mAP_50', 'bbox mAP@50'),
+           ('coco/segm_mAP', 'mask mAP'), ('coco/segm_mAP_50', 'mask mAP@50')]
+# what the console shows of a train/test run: mmengine's progress lines (with ETA and time per
+# iteration), checkpoints, RepFuseHook's report, errors; everything else stays in the log file
+PROGRESS = re.compile(r'(Iter|Epoch)\((train|val|test)\)|Saving checkpoint|RepFuseHook|fused vs|Advance dataloader'
+                      r'|Error|Traceback|FAILED')
+MM_PREFIX = re.compile(r'^\d\d/\d\d \d\d:\d\d:\d\d - mmengine - (INFO|WARNING) - ')
 
 
-def run(cmd, log):
+def run(cmd: List[str], log: Path, show: Optional[re.Pattern] = PROGRESS) -> float:
+    """Run ``cmd`` in the repository root; every output line goes to ``log``, the lines matching
+    ``show`` (all when None) also to the console. Exits with the log's tail on failure."""
     start = time.time()
-    print(f'$ {" ".join(cmd)}', flush=True)
-    with open(log, 'w') as f:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    print(f'$ {" ".join(str(c) for c in cmd)}', flush=True)
+    tail: List[str] = []
+    with open(log, 'w') as f, subprocess.Popen([str(c) for c in cmd], cwd=ROOT, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            f.write(line)
+            tail = (tail + [line])[-30:]
+            if show is None or show.search(line):
+                print('  ' + MM_PREFIX.sub('', line.rstrip()), flush=True)
     if proc.returncode:
-        sys.exit(f'command failed ({proc.returncode}); see {log}')
-    print(f'  done in {time.time() - start:.0f} s (log: {log})', flush=True)
+        sys.exit(''.join(tail) + f'\ncommand failed with status {proc.returncode}; full log: {log}')
+    took = time.time() - start
+    print(f'  done in {took:.0f} s (log: {log})', flush=True)
+    return took
 
 
-def draw_predictions(config, checkpoint, image, out):
-    from mmdet.apis import inference_detector, init_detector
-    from mmdet.registry import VISUALIZERS
-    from mmdet.utils import register_all_modules
+def cfg_options(data_root: Path) -> Dict[str, str]:
+    """Point a toy config at the generated set (absolute paths: the tools run from any directory)."""
+    ann = data_root / 'annotations' / 'instances_val2017.json'
+    opts = {f'{split}_dataloader.dataset.data_root': f'{data_root}/' for split in ('train', 'val', 'test')}
+    opts.update({f'{split}_evaluator.ann_file': str(ann) for split in ('val', 'test')})
+    return opts
+
+
+def schedule_options(iters: int) -> Dict[str, str]:
+    """A shorter or longer run of the same schedule: 8 validations, checkpoints with them, cosine
+    decay to the end (the configs' param_scheduler: [warm-up, cosine])."""
+    val = max(1, iters // 8)
+    return {'train_cfg.max_iters': str(iters), 'train_cfg.val_interval': str(val),
+            'default_hooks.checkpoint.interval': str(val), 'param_scheduler.0.end': str(min(100, max(1, iters // 10))),
+            'param_scheduler.1.end': str(iters)}
+
+
+def as_cli(options: Dict[str, str]) -> List[str]:
+    return ['--cfg-options', *(f'{k}={v}' for k, v in options.items())] if options else []
+
+
+# -- learning curve --------------------------------------------------------------------------------
+def validation_curve(work: Path, key: str = 'coco/bbox_mAP_50') -> List[tuple]:
+    """``[(iteration, value)]`` of ``key`` from the newest training run's mmengine scalars file."""
+    runs = sorted(work.glob('*/vis_data/scalars.json'), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        return []
+    points = []
+    for line in runs[-1].read_text().splitlines():
+        record = json.loads(line)
+        if key in record:
+            points.append((int(record['step']), float(record[key])))
+    return points
+
+
+def plot_curve(points: Dict[str, List[tuple]], out: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for label, pts in points.items():
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', label=label)
+    ax.set_xlabel('training iteration')
+    ax.set_ylabel('validation mAP')
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+# -- timing loop -----------------------------------------------------------------------------------
+def ort_predictor(model, onnx_path: Path, shape, threads: int) -> Callable:
+    """``predict(data) -> data samples`` running the ONNX graph in onnxruntime, with the model's own
+    PyTorch pre-processing (normalise, pad) and post-processing (anchors, box decoding, NMS, rescale;
+    for two-stage detectors the RPN and RoI heads: the graph is backbone + neck)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=['CPUExecutionProvider'])
+    two_stage = hasattr(model, 'rpn_head') and hasattr(model, 'roi_head')
+
+    def predict(data):
+        data = model.data_preprocessor(data, False)
+        inputs, samples = data['inputs'], data['data_samples']
+        if tuple(inputs.shape) != tuple(shape):
+            raise ValueError(f'the ONNX graph was exported for input {tuple(shape)}, got {tuple(inputs.shape)}')
+        outs = [torch.from_numpy(o) for o in session.run(None, {'input': np.ascontiguousarray(inputs.numpy())})]
+        if two_stage:
+            proposals = model.rpn_head.predict(outs, samples, rescale=False)
+            results = model.roi_head.predict(outs, proposals, samples, rescale=True)
+        else:
+            n = len(outs) // 2   # RetinaNet tensor mode: per-level class scores, then box deltas
+            results = model.bbox_head.predict_by_feat(outs[:n], outs[n:], batch_img_metas=[s.metainfo for s in samples],
+                                                      rescale=True)
+        return model.add_pred_to_datasample(samples, results)
+    return predict
+
+
+def time_forms(predictors: Dict[str, Callable], dataloader, test_evaluator, dataset_meta) -> Dict[str, dict]:
+    """Run every predictor on every batch (batch 1), taking turns; returns per form the metrics of
+    its predictions, its median latency in ms per image and the predictions themselves."""
+    import statistics
+
+    import torch
+    from mmengine.evaluator import Evaluator
+    evaluators = {name: Evaluator(test_evaluator) for name in predictors}
+    times: Dict[str, List[float]] = {name: [] for name in predictors}
+    outputs: Dict[str, list] = {name: [] for name in predictors}
+    with torch.no_grad():
+        for data in dataloader:
+            for name, predict in predictors.items():
+                own = copy.deepcopy(data)     # predictions are written into the data samples
+                start = time.perf_counter()
+                samples = predict(own)
+                times[name].append((time.perf_counter() - start) * 1000 / len(samples))
+                evaluators[name].process(data_samples=samples, data_batch=own)
+                outputs[name].extend(samples)
+    results = {}
+    for name, evaluator in evaluators.items():
+        evaluator.dataset_meta = dataset_meta
+        with contextlib.redirect_stdout(io.StringIO()):      # pycocotools' progress prints
+            metrics = evaluator.evaluate(len(dataloader.dataset))
+        results[name] = dict(metrics=metrics, latency_ms=statistics.median(times[name]), predictions=outputs[name])
+    return results
+
+
+def draw_pictures(samples, dataset_meta, out: Path, count: int = 6, columns: int = 2) -> None:
+    """Ground truth (left) and predictions with score > 0.3 (right) for the first ``count`` images."""
     import mmcv
+    import numpy as np
+    import torch.nn.functional as F
+    from mmdet.visualization import DetLocalVisualizer
+    vis = DetLocalVisualizer(name=f'demo_{time.time_ns()}')
+    vis.dataset_meta = dataset_meta
+    tiles = []
+    for sample in samples[:count]:
+        image = mmcv.imconvert(mmcv.imread(sample.img_path), 'bgr', 'rgb')
+        image = mmcv.imrescale(image, 2.0)  # larger labels stay readable on the small toy images
+        sample = sample.clone()
+        for inst in (sample.gt_instances, sample.pred_instances):
+            inst.bboxes = inst.bboxes * 2
+            if 'masks' in inst:    # ground truth: mmdet BitmapMasks; predictions: bool tensor N x H x W
+                masks = inst.masks
+                inst.masks = masks.rescale(2.0) if hasattr(masks, 'rescale') else \
+                    F.interpolate(masks[None].float(), scale_factor=2.0, mode='nearest')[0].bool()
+        vis.add_datasample('predictions', image, sample, draw_gt=True, draw_pred=True, pred_score_thr=0.3)
+        tiles.append(vis.get_image())
+    while len(tiles) % columns:
+        tiles.append(np.full_like(tiles[0], 255))
+    rows = [np.concatenate(tiles[i:i + columns], axis=1) for i in range(0, len(tiles), columns)]
+    mmcv.imwrite(mmcv.imconvert(np.concatenate(rows, axis=0), 'rgb', 'bgr'), str(out))
 
-    import rep_backbones
-    register_all_modules()
-    model = init_detector(config, checkpoint, device='cpu')
-    rep_backbones.fuse(model)      # no-op for a deploy config, shown for the general case
-    result = inference_detector(model, image)
-    visualizer = VISUALIZERS.build(model.cfg.visualizer)
-    visualizer.dataset_meta = model.dataset_meta
-    visualizer.add_datasample('predictions', mmcv.imconvert(mmcv.imread(image), 'bgr', 'rgb'), result,
-                              draw_gt=False, pred_score_thr=0.3, out_file=out)
-    return int((result.pred_instances.scores > 0.3).sum())
+
+def table(rows: List[dict], labels: List[str]) -> str:
+    head = '| model form | ' + ' | '.join(labels) + ' | latency ms/image | speed-up |'
+    lines = [head, '|---|' + '---|' * (len(labels) + 2)]
+    base = rows[0]['latency_ms']
+    for row in rows:
+        cells = [f'{row[label]:.3f}' for label in labels]
+        lines.append(f'| {row["form"]} | ' + ' | '.join(cells) +
+                     f' | {row["latency_ms"]:.1f} | {base / row["latency_ms"]:.2f}x |')
+    return '\n'.join(lines)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument('--model', choices=sorted(MODELS), default='retinanet')
     parser.add_argument('--work-dir', default='outputs/demo')
-    parser.add_argument('--config', default='configs/toy/toy_retinanet_repghost_1_0x.py')
-    parser.add_argument('--epochs', type=int, default=10)
+    parser.add_argument('--iters', type=int, help="training iterations (default: the config's schedule)")
     parser.add_argument('--num-train', type=int, default=160)
     parser.add_argument('--num-val', type=int, default=40)
     parser.add_argument('--data-root', default='data/toy_coco', help='where the toy set is generated')
-    args = parser.parse_args()
-    work = os.path.join(ROOT, args.work_dir)
-    os.makedirs(work, exist_ok=True)
+    args = parser.parse_args(argv)
+    if args.iters is not None and args.iters < 1:
+        parser.error(f'--iters must be at least 1, got {args.iters}')
+    if args.num_train < 1 or args.num_val < 1:
+        parser.error('--num-train and --num-val must be at least 1')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    total_start = time.time()
+    work = (ROOT / args.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    config = ROOT / 'configs' / 'toy' / f'{MODELS[args.model]}.py'
+    deploy_config = ROOT / 'configs' / 'toy' / 'deploy' / f'{MODELS[args.model]}_deploy.py'
     py = sys.executable
+
+    from detection.toy_coco import make_toy_coco
     start = time.time()
+    paths = make_toy_coco(ROOT / args.data_root, num_train=args.num_train, num_val=args.num_val)
+    print(f'[1/7] toy COCO: {args.num_train} train / {args.num_val} val images in {paths["root"]} '
+          f'({time.time() - start:.0f} s)', flush=True)
+    data_opts = cfg_options(Path(paths['root']))
+    train_opts = dict(data_opts, **(schedule_options(args.iters) if args.iters else {}))
 
-    from rep_backbones.toy_data import make_toy_coco
-    paths = make_toy_coco(os.path.join(ROOT, args.data_root), num_train=args.num_train, num_val=args.num_val)
-    print(f'toy COCO: {args.num_train} train / {args.num_val} val images under {paths["root"]}')
+    print(f'[2/7] training {config.relative_to(ROOT)} (progress every 10 iterations, with ETA)', flush=True)
+    for stale in work.glob('iter_*.pth'):     # a previous demo's checkpoints would hide this run's
+        stale.unlink()
+    train_time = run([py, 'tools/train.py', config, '--work-dir', work, *as_cli(train_opts)], work / 'train.log')
+    checkpoint = Path((work / 'last_checkpoint').read_text().strip())
+    curves = {label: validation_curve(work, key) for key, label in METRICS}
+    curves = {label: pts for label, pts in curves.items() if pts}
+    if curves:
+        plot_curve(curves, work / 'learning_curve.png', f'{config.name} on toy COCO, {train_time / 60:.1f} min on CPU')
 
-    root, val_ann = paths['root'], os.path.join(paths['root'], 'annotations', 'instances_val2017.json')
-    data = ['--cfg-options'] + [f'{split}_dataloader.dataset.data_root={root}/' for split in ('train', 'val', 'test')] + [
-        f'val_evaluator.ann_file={val_ann}', f'test_evaluator.ann_file={val_ann}']
-    # no validation inside training: step 3 tests the final checkpoint anyway
-    decay = [max(1, round(args.epochs * 0.75)), max(1, round(args.epochs * 0.9))]   # as 1x: [8, 11] of 12
-    schedule = [f'param_scheduler.1.milestones={decay}', f'param_scheduler.1.end={args.epochs}',
-                f'train_cfg.max_epochs={args.epochs}', f'train_cfg.val_interval={args.epochs + 1}',
-                f'default_hooks.checkpoint.interval={args.epochs}']
-    run([py, 'tools/train.py', args.config, '--work-dir', work, *data, *schedule], os.path.join(work, 'train.log'))
-    ckpt = os.path.join(work, f'epoch_{args.epochs}.pth')
+    print('[3/7] testing the checkpoint: training form, then fused by RepFuseHook', flush=True)
+    tool_metrics = {}
+    for form, extra, tag in [(FORMS[0], ['--no-fuse'], 'train_form'), (FORMS[1], [], 'fused')]:
+        out = work / f'metrics_{tag}.json'
+        run([py, 'tools/test.py', config, checkpoint, '--work-dir', work, '--out-json', out, *extra,
+             *as_cli(data_opts)], work / f'test_{tag}.log')
+        tool_metrics[form] = json.loads(out.read_text())
 
-    results = {}
-    for name, extra in [('training form', ['--no-fuse']), ('fused (RepFuseHook)', [])]:
-        out = os.path.join(work, f'metrics_{len(results)}.json')
-        run([py, 'tools/test.py', args.config, ckpt, '--work-dir', work, '--out-json', out, *extra, *data],
-            os.path.join(work, f'test_{len(results)}.log'))
-        results[name] = json.load(open(out))
+    print('[4/7] fused checkpoint, tested with the deploy config', flush=True)
+    fused = work / 'fused.pth'
+    run([py, 'tools/fuse_checkpoint.py', config, checkpoint, fused], work / 'fuse.log', show=None)
+    out = work / 'metrics_deploy.json'
+    run([py, 'tools/test.py', deploy_config, fused, '--work-dir', work, '--out-json', out, *as_cli(data_opts)],
+        work / 'test_deploy.log')
+    tool_metrics[FORMS[2]] = json.loads(out.read_text())
 
-    fused_ckpt = os.path.join(work, 'fused.pth')
-    run([py, 'tools/fuse_checkpoint.py', args.config, ckpt, fused_ckpt], os.path.join(work, 'fuse.log'))
-    deploy_cfg = os.path.join(work, 'deploy_config.py')
-    with open(deploy_cfg, 'w') as f:
-        f.write(f"_base_ = [{os.path.join(ROOT, args.config)!r}]\nmodel = dict(backbone=dict(deploy=True))\n")
-    out = os.path.join(work, 'metrics_deploy.json')
-    run([py, 'tools/test.py', deploy_cfg, fused_ckpt, '--work-dir', work, '--out-json', out, *data],
-        os.path.join(work, 'test_deploy.log'))
-    results['fused checkpoint, deploy=True'] = json.load(open(out))
+    # in-process from here: the deploy model, the validation data and the evaluator of the config
+    import torch
+    from mmdet.utils import register_all_modules
+    from mmengine.logging import MMLogger
+    from mmengine.runner import Runner
 
-    image = sorted(glob.glob(os.path.join(paths['val_img_dir'], '*.jpg')))[0]
-    png = os.path.join(work, 'predictions.png')
-    n = draw_predictions(deploy_cfg, fused_ckpt, image, png)
+    import rep_backbones
+    from rep_backbones.apis.build import build_model_from_config, load_config
+    register_all_modules()
+    logger = MMLogger.get_instance(f'demo_{time.time_ns()}', log_file=str(work / 'timing.log'))
+    for handler in logger.handlers:       # evaluator tables go to the file, not the console
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(logging.WARNING)
+    cfg = load_config(str(config), data_opts)
+    dataloader = Runner.build_dataloader(cfg.test_dataloader, seed=0)
+    models = {FORMS[0]: build_model_from_config(str(config), str(checkpoint), cfg_options=data_opts),
+              FORMS[2]: build_model_from_config(str(deploy_config), str(fused), cfg_options=data_opts)}
+    models[FORMS[1]] = rep_backbones.fuse(build_model_from_config(str(config), str(checkpoint), cfg_options=data_opts))
+    shape = tuple(models[FORMS[2]].data_preprocessor(next(iter(dataloader)), False)['inputs'].shape)
 
-    keys = [('coco/bbox_mAP', 'bbox mAP'), ('coco/bbox_mAP_50', 'bbox mAP@50'),
-            ('coco/segm_mAP', 'mask mAP'), ('coco/segm_mAP_50', 'mask mAP@50')]
-    keys = [(k, label) for k, label in keys if k in results['training form']]
-    print('\n| model | ' + ' | '.join(label for _, label in keys) + ' |')
-    print('|---|' + '---|' * len(keys))
-    for name, metrics in results.items():
-        print(f'| {name} | ' + ' | '.join(f'{metrics[k]:.3f}' for k, _ in keys) + ' |')
-    print(f'\nfused checkpoint: {fused_ckpt}\npredictions ({n} boxes with score > 0.3): {png}')
-    print(f'total time: {time.time() - start:.0f} s')
+    part = ['--features-only'] if args.model == 'mask_rcnn' else []
+    print(f'[5/7] ONNX export of the fused model ({"backbone + neck" if part else "whole network, tensor mode"})',
+          flush=True)
+    onnx_path = work / 'fused.onnx'
+    run([py, 'tools/export_onnx.py', deploy_config, fused, '--out', onnx_path, '--shape', *map(str, shape[2:]),
+         *part], work / 'export_onnx.log', show=None)
+
+    threads = torch.get_num_threads()
+    print(f'[6/7] timing the four forms on {len(dataloader.dataset)} validation images (batch 1, {threads} '
+          f'threads, forms interleaved)', flush=True)
+    start = time.time()
+    predictors = {name: model.test_step for name, model in models.items()}
+    predictors = {name: predictors[name] for name in FORMS[:3]}
+    predictors[FORMS[3]] = ort_predictor(models[FORMS[2]], onnx_path, shape, threads)
+    timed = time_forms(predictors, dataloader, cfg.test_evaluator, dataloader.dataset.metainfo)
+    print(f'  done in {time.time() - start:.0f} s (log: {work / "timing.log"})', flush=True)
+
+    keys = [(k, label) for k, label in METRICS if k in tool_metrics[FORMS[0]]]
+    rows = []
+    for form in FORMS:
+        metrics = timed[form]['metrics']
+        for key, _ in keys:    # the timing loop must reproduce what the tools printed
+            if form in tool_metrics and abs(metrics[key] - tool_metrics[form][key]) > 1e-3:
+                sys.exit(f'{form}: {key} {metrics[key]:.4f} in the timing loop but {tool_metrics[form][key]:.4f} '
+                         'from tools/test.py')
+        rows.append(dict(form=form, latency_ms=timed[form]['latency_ms'], **{label: metrics[key] for key, label in keys}))
+
+    print('[7/7] predictions picture', flush=True)
+    picture = work / 'predictions.png'
+    draw_pictures(timed[FORMS[2]]['predictions'], dataloader.dataset.metainfo, picture)
+
+    labels = [label for _, label in keys]
+    text = table(rows, labels)
+    notes = (f'{args.model}, {config.relative_to(ROOT)}: trained {train_time / 60:.1f} min from scratch on '
+             f'{args.num_train} toy images ({os.cpu_count()} CPU cores), tested on {args.num_val}. mAP: COCO metric on '
+             'the validation set (rows 1-3 equal tools/test.py\'s). Latency: median over the validation images of '
+             f'one image through pre-processing, network and post-processing (NMS), {threads} threads; onnxruntime '
+             f'runs the {"backbone + neck" if part else "whole network"} graph, pre-/post-processing in PyTorch.')
+    (work / 'results.md').write_text(text + '\n\n' + notes + '\n')
+    (work / 'results.json').write_text(json.dumps(dict(
+        model=args.model, config=str(config.relative_to(ROOT)), checkpoint=str(checkpoint), fused_checkpoint=str(fused),
+        onnx=str(onnx_path), train_time_s=round(train_time, 1), threads=threads, rows=rows,
+        learning_curve={label: pts for label, pts in curves.items()}, picture=str(picture)), indent=2))
+    print('\n' + text + '\n\n' + notes)
+    print(f'\npredictions (left: ground truth, right: predictions with score > 0.3): {picture}')
+    if curves:
+        print(f'learning curve: {work / "learning_curve.png"}')
+    print(f'table: {work / "results.md"}, {work / "results.json"}\ntotal time: {time.time() - total_start:.0f} s')
 
 
 if __name__ == '__main__':

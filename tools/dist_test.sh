@@ -3,17 +3,23 @@
 #   bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [test.py args...]
 #   e.g. bash tools/dist_test.sh configs/mask_rcnn_repghost_1_3x.py work_dirs/x/epoch_12.pth 8
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT. Without CUDA the processes test on CPU (gloo).
+# PYTHON: the interpreter (default: the checkout's .venv/bin/python if it exists, else python).
 set -euo pipefail
-CONFIG=$1
-CHECKPOINT=$2
-NPROCS=$3
+USAGE="usage: bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [test.py args...]"
+CONFIG=${1:?$USAGE}
+CHECKPOINT=${2:?$USAGE}
+NPROCS=${3:?$USAGE}
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PYTHON=${PYTHON:-python}
-PYTHONPATH="$DIR/..:${PYTHONPATH:-}" \
+ROOT="$(dirname "$DIR")"
+# Interpreter: $PYTHON if set, else the project's environment (tools/setup_env.sh), else python on PATH.
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
+fi
+PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
 "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
     --nproc_per_node="$NPROCS" --master_port="$PORT" \
     "$DIR/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"

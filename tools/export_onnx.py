@@ -25,9 +25,8 @@ re-parameterizable backbone, no BatchNorm left in it). Then
 * ``--features-only``: backbone + neck (``extract_feat``).
 * ``--backbone-only``: the backbone's feature maps.
 
-Exporter. ``torch.onnx.export(..., dynamo=False)``, the TorchScript exporter: the dynamo-based
-exporter (the default of recent torch) needs the ``onnxscript`` package, which is not a dependency
-of this project, and the traced graph of a fused model is plain Conv/Add/Mul/… anyway.
+Exporter: ``torch.onnx.export(..., dynamo=False)`` (see ``rep_backbones/apis/onnx_export.py``); the
+file is written atomically (complete or not at all).
 
 Check. onnxruntime (CPU) runs the file on the same random input as PyTorch; the largest absolute
 difference and the relative difference ``max|ort - torch| / max|torch|`` over all outputs are
@@ -39,134 +38,17 @@ too. Finally the operator counts of the graph are printed (a fused backbone has 
 from __future__ import annotations
 
 import argparse
-import collections
-import os
 import sys
 import time
-import warnings
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
-import numpy as np
 import torch
-from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import rep_backbones  # noqa: E402
-from rep_backbones.models import BACKBONES, build_backbone  # noqa: E402
+from rep_backbones.apis.build import shape_tuple
+from rep_backbones.apis.onnx_export import (build_for_export, check_onnx, export_onnx, format_op_counts,
+                                            onnx_op_counts, ort_session)
 
 
-# -- building ----------------------------------------------------------------------------------
-def is_backbone_spec(config: str) -> bool:
-    return not os.path.exists(config) and config.partition(':')[0] in BACKBONES
-
-
-def build_for_export(config: str, checkpoint: Optional[str] = None, part: str = 'full',
-                     device: str = 'cpu') -> Tuple[nn.Module, nn.Module]:
-    """``(full_model, fused_wrapper)``: the built model, fused in place, and the module to export
-    (a :class:`TensorModeWrapper` for configs, the backbone itself for ``NAME[:ARCH]``)."""
-    if is_backbone_spec(config):
-        name, _, arch = config.partition(':')
-        model = build_backbone(name, **({'arch': arch} if arch else {}))
-        if checkpoint not in (None, '', 'none', 'None', 'NONE'):
-            model.load_pretrained(checkpoint)
-        model = rep_backbones.fuse(model.to(device).eval())
-        return model, model
-    from rep_backbones.mm.build import TensorModeWrapper, build_model_from_config
-    model = build_model_from_config(config, checkpoint, device)
-    rep_backbones.fuse(model)
-    return model, TensorModeWrapper(model, part).eval()
-
-
-# -- export / check ----------------------------------------------------------------------------
-def export(module: nn.Module, example: torch.Tensor, path, dynamic_batch: bool = False,
-           dynamic_size: bool = False, opset: int = 17) -> List[str]:
-    """Trace ``module`` on ``example`` into ``path``; returns the output names."""
-    module.eval()
-    with torch.no_grad():
-        outs = module(example)
-    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
-    output_names = [f'output{i}' for i in range(len(outs))]
-    dynamic_axes = None
-    if dynamic_batch or dynamic_size:
-        axes = {}
-        if dynamic_batch:
-            axes[0] = 'batch'
-        if dynamic_size:
-            axes.update({2: 'height', 3: 'width'})
-        dynamic_axes = {'input': dict(axes)}
-        for name, out in zip(output_names, outs):
-            oaxes = {}
-            if dynamic_batch:
-                oaxes[0] = 'batch'
-            if dynamic_size and out.dim() == 4:
-                oaxes.update({2: f'{name}_height', 3: f'{name}_width'})
-            dynamic_axes[name] = oaxes
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings('ignore', category=DeprecationWarning)  # "legacy TorchScript-based export"
-        torch.onnx.export(module, (example,), str(path), input_names=['input'], output_names=output_names,
-                          dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
-                          dynamo=False)
-    return output_names
-
-
-def ort_session(path, threads: Optional[int] = None):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=['CPUExecutionProvider'])
-
-
-def compare(module: nn.Module, path, x: torch.Tensor, session=None) -> Tuple[float, float]:
-    """``(max_abs_diff, rel_diff)`` of onnxruntime vs PyTorch on ``x`` over all outputs;
-    ``rel_diff = max|ort - torch| / max|torch|``."""
-    session = session or ort_session(path)
-    with torch.no_grad():
-        ref = module(x)
-    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
-    got = session.run(None, {session.get_inputs()[0].name: x.cpu().numpy()})
-    if len(got) != len(ref):
-        raise AssertionError(f'onnxruntime returned {len(got)} outputs, PyTorch {len(ref)}')
-    max_abs, scale = 0.0, 0.0
-    for a, b in zip(ref, got):
-        a = a.detach().cpu().numpy()
-        if a.shape != b.shape:
-            raise AssertionError(f'output shape differs: torch {a.shape} vs onnxruntime {b.shape}')
-        max_abs = max(max_abs, float(np.abs(a - b).max()) if a.size else 0.0)
-        scale = max(scale, float(np.abs(a).max()) if a.size else 0.0)
-    return max_abs, max_abs / max(scale, 1e-12)
-
-
-def op_counts(path) -> Dict[str, int]:
-    """Operator type -> number of nodes in the ONNX graph (main graph and subgraphs)."""
-    import onnx
-    model = onnx.load(str(path))
-    counts = collections.Counter()
-
-    def walk(graph):
-        for node in graph.node:
-            counts[node.op_type] += 1
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g)
-                for g in attr.graphs:
-                    walk(g)
-    walk(model.graph)
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def format_op_counts(counts: Dict[str, int]) -> str:
-    return ', '.join(f'{op}: {n}' for op, n in counts.items())
-
-
-# -- CLI ---------------------------------------------------------------------------------------
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -190,16 +72,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from rep_backbones.mm.build import shape_tuple  # pure helper; no mm import at module level
     h, w = shape_tuple(args.shape)
     part = 'backbone' if args.backbone_only else 'features' if args.features_only else 'full'
     t0 = time.perf_counter()
-    model, module = build_for_export(args.config, args.checkpoint, part)
+    _, module = build_for_export(args.config, args.checkpoint, part)
     print(f'built and fused {args.config} ({part}) in {time.perf_counter() - t0:.2f} s')
     torch.manual_seed(args.seed)
     x = torch.randn(args.batch, 3, h, w)
     t0 = time.perf_counter()
-    names = export(module, x, args.out, args.dynamic_batch, args.dynamic_size, args.opset)
+    names = export_onnx(module, x, args.out, args.dynamic_batch, args.dynamic_size, args.opset)
     print(f'exported {args.out} ({len(names)} outputs, opset {args.opset}) in {time.perf_counter() - t0:.2f} s')
 
     checks = [x]
@@ -209,11 +90,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     session = ort_session(args.out)
     worst = 0.0
     for inp in checks:
-        max_abs, rel = compare(module, args.out, inp, session)
+        max_abs, rel = check_onnx(module, args.out, inp, session)
         worst = max(worst, rel)
         print(f'onnxruntime vs PyTorch on {tuple(inp.shape)}: max |diff| {max_abs:.3g}, '
               f'relative {rel:.3g} (tolerance {args.tolerance:g})')
-    counts = op_counts(args.out)
+    counts = onnx_op_counts(args.out)
     print(f'operators ({sum(counts.values())} nodes): {format_op_counts(counts)}')
     n_bn = counts.get('BatchNormalization', 0)
     print(f'BatchNormalization nodes: {n_bn}')

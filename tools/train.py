@@ -8,14 +8,11 @@ CUDA the same config runs on CPU (SyncBN -> BN, gloo, see rep_backbones/mm/runne
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+from mmengine.runner import Runner
 
-import rep_backbones  # noqa: E402,F401  (registers backbones and hooks)
-from mmengine.runner import Runner  # noqa: E402
-
-from rep_backbones.mm.runner_utils import DictAction, adapt_to_cpu, ensure_hook, load_config  # noqa: E402
+import rep_backbones  # noqa: F401  (registers backbones and hooks)
+from rep_backbones.mm.runner_utils import DictAction, adapt_to_cpu, ensure_hook, load_config
 
 
 def parse_args():

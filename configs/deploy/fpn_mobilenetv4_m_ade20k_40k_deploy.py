@@ -1,4 +1,2 @@
-# Deploy form of fpn_mobilenetv4_m_ade20k_40k.py: the backbone is built fused (deploy=True). Test a fused checkpoint
-# written by `tools/fuse_checkpoint.py configs/fpn_mobilenetv4_m_ade20k_40k.py TRAINED.pth FUSED.pth` with it.
-_base_ = ['../fpn_mobilenetv4_m_ade20k_40k.py']
-model = dict(backbone=dict(deploy=True, init_cfg=None))
+# Former name of mobilenetv4/deploy/fpn_mobilenetv4-m_8xb4-40k_ade20k-512x512_deploy.py, kept so that existing commands keep working.
+_base_ = '../mobilenetv4/deploy/fpn_mobilenetv4-m_8xb4-40k_ade20k-512x512_deploy.py'

@@ -1,5 +1,2 @@
-# Deploy form of fpn_repnext_m3_ade20k_80k.py: the backbone is built fused (deploy=True, fusion level 1: no BatchNorm).
-# Test a fused checkpoint written by `tools/fuse_checkpoint.py configs/fpn_repnext_m3_ade20k_80k.py TRAINED.pth FUSED.pth`
-# with it.
-_base_ = ['../fpn_repnext_m3_ade20k_80k.py']
-model = dict(backbone=dict(deploy=True, init_cfg=None))
+# Former name of repnext/deploy/fpn_repnext-m3_4xb4-80k_ade20k-512x512_deploy.py, kept so that existing commands keep working.
+_base_ = '../repnext/deploy/fpn_repnext-m3_4xb4-80k_ade20k-512x512_deploy.py'

@@ -1,4 +1,2 @@
-# Deploy form of mask_rcnn_mobilenetv4_m.py: the backbone is built fused (deploy=True). Test a fused checkpoint
-# written by `tools/fuse_checkpoint.py configs/mask_rcnn_mobilenetv4_m.py TRAINED.pth FUSED.pth` with it.
-_base_ = ['../mask_rcnn_mobilenetv4_m.py']
-model = dict(backbone=dict(deploy=True, init_cfg=None))
+# Former name of mobilenetv4/deploy/mask-rcnn_mobilenetv4-m_fpn_1x_coco_deploy.py, kept so that existing commands keep working.
+_base_ = '../mobilenetv4/deploy/mask-rcnn_mobilenetv4-m_fpn_1x_coco_deploy.py'

@@ -1,4 +1,2 @@
-# Deploy form of mask_rcnn_mobilenetv4_s.py: the backbone is built fused (deploy=True). Test a fused checkpoint
-# written by `tools/fuse_checkpoint.py configs/mask_rcnn_mobilenetv4_s.py TRAINED.pth FUSED.pth` with it.
-_base_ = ['../mask_rcnn_mobilenetv4_s.py']
-model = dict(backbone=dict(deploy=True, init_cfg=None))
+# Former name of mobilenetv4/deploy/mask-rcnn_mobilenetv4-s_fpn_1x_coco_deploy.py, kept so that existing commands keep working.
+_base_ = '../mobilenetv4/deploy/mask-rcnn_mobilenetv4-s_fpn_1x_coco_deploy.py'

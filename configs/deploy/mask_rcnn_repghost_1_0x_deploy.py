@@ -1,4 +1,2 @@
-# Deploy form of mask_rcnn_repghost_1_0x.py: the backbone is built fused (deploy=True). Test a fused checkpoint
-# written by `tools/fuse_checkpoint.py configs/mask_rcnn_repghost_1_0x.py TRAINED.pth FUSED.pth` with it.
-_base_ = ['../mask_rcnn_repghost_1_0x.py']
-model = dict(backbone=dict(deploy=True, init_cfg=None))
+# Former name of repghostnet/deploy/mask-rcnn_repghostnet-1.0x_fpn_1x_coco_deploy.py, kept so that existing commands keep working.
+_base_ = '../repghostnet/deploy/mask-rcnn_repghostnet-1.0x_fpn_1x_coco_deploy.py'

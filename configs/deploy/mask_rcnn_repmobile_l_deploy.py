@@ -1,4 +1,2 @@
-# Deploy form of mask_rcnn_repmobile_l.py: the backbone is built fused (deploy=True). Test a fused checkpoint
-# written by `tools/fuse_checkpoint.py configs/mask_rcnn_repmobile_l.py TRAINED.pth FUSED.pth` with it.
-_base_ = ['../mask_rcnn_repmobile_l.py']
-model = dict(backbone=dict(deploy=True, init_cfg=None))
+# Former name of repmobile/deploy/mask-rcnn_repmobile-l_fpn_1x_coco_deploy.py, kept so that existing commands keep working.
+_base_ = '../repmobile/deploy/mask-rcnn_repmobile-l_fpn_1x_coco_deploy.py'

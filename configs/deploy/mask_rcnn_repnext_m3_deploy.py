@@ -1,5 +1,2 @@
-# Deploy form of mask_rcnn_repnext_m3.py: the backbone is built fused (deploy=True, fusion level 1: no BatchNorm).
-# Test a fused checkpoint written by `tools/fuse_checkpoint.py configs/mask_rcnn_repnext_m3.py TRAINED.pth FUSED.pth`
-# with it.
-_base_ = ['../mask_rcnn_repnext_m3.py']
-model = dict(backbone=dict(deploy=True, init_cfg=None))
+# Former name of repnext/deploy/mask-rcnn_repnext-m3_fpn_1x_coco_deploy.py, kept so that existing commands keep working.
+_base_ = '../repnext/deploy/mask-rcnn_repnext-m3_fpn_1x_coco_deploy.py'

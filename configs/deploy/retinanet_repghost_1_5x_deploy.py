@@ -1,4 +1,2 @@
-# Deploy form of retinanet_repghost_1_5x.py: the backbone is built fused (deploy=True). Test a fused checkpoint
-# written by `tools/fuse_checkpoint.py configs/retinanet_repghost_1_5x.py TRAINED.pth FUSED.pth` with it.
-_base_ = ['../retinanet_repghost_1_5x.py']
-model = dict(backbone=dict(deploy=True, init_cfg=None))
+# Former name of repghostnet/deploy/retinanet_repghostnet-1.5x_fpn_1x_coco_deploy.py, kept so that existing commands keep working.
+_base_ = '../repghostnet/deploy/retinanet_repghostnet-1.5x_fpn_1x_coco_deploy.py'

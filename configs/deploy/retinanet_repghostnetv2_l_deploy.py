@@ -1,4 +1,2 @@
-# Deploy form of retinanet_repghostnetv2_l.py: the backbone is built fused (deploy=True). Test a fused checkpoint
-# written by `tools/fuse_checkpoint.py configs/retinanet_repghostnetv2_l.py TRAINED.pth FUSED.pth` with it.
-_base_ = ['../retinanet_repghostnetv2_l.py']
-model = dict(backbone=dict(deploy=True, init_cfg=None))
+# Former name of repghostnetv2/deploy/retinanet_repghostnetv2-l_fpn_1x_coco_deploy.py, kept so that existing commands keep working.
+_base_ = '../repghostnetv2/deploy/retinanet_repghostnetv2-l_fpn_1x_coco_deploy.py'

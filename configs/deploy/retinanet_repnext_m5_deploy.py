@@ -1,5 +1,2 @@
-# Deploy form of retinanet_repnext_m5.py: the backbone is built fused (deploy=True, fusion level 1: no BatchNorm).
-# Test a fused checkpoint written by `tools/fuse_checkpoint.py configs/retinanet_repnext_m5.py TRAINED.pth FUSED.pth`
-# with it.
-_base_ = ['../retinanet_repnext_m5.py']
-model = dict(backbone=dict(deploy=True, init_cfg=None))
+# Former name of repnext/deploy/retinanet_repnext-m5_fpn_1x_coco_deploy.py, kept so that existing commands keep working.
+_base_ = '../repnext/deploy/retinanet_repnext-m5_fpn_1x_coco_deploy.py'

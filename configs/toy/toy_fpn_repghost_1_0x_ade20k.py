@@ -1,6 +1,7 @@
-# Toy run of fpn_repghost_1_0x_ade20k_40k.py on the generated toy ADE20K set (rep_backbones.toy_data;
+# Toy run of fpn_repghost_1_0x_ade20k_40k.py on the generated toy ADE20K set (segmentation/toy_ade20k.py;
 # `python segmentation/prepare_toy_ade20k.py`): same model, with only the data root, image size and
-# schedule changed -- plus no ImageNet weights (not shipped) and BN instead of SyncBN for CPU.
+# schedule changed -- plus no ImageNet weights (not shipped), BN instead of SyncBN for CPU, and the
+# toy runs' reproducibility (one seed, deterministic algorithms, data read in the training process).
 _base_ = ['../fpn_repghost_1_0x_ade20k_40k.py']
 
 data_root = 'data/toy_ade20k'
@@ -39,3 +40,4 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=ma
 param_scheduler = [dict(type='PolyLR', power=0.9, eta_min=1e-6, begin=0, end=max_iters, by_epoch=False)]
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 default_hooks = dict(logger=dict(interval=20), checkpoint=dict(by_epoch=False, interval=max_iters))
+randomness = dict(seed=0, deterministic=True)

@@ -1,9 +1,12 @@
-"""The thin OpenMMLab layer: registration, hooks, safe checkpoint loading, model building.
+"""The thin OpenMMLab layer: hooks, safe checkpoint loading, CPU adaptations for the runner.
 
-Imported automatically by ``import rep_backbones`` when mmengine is installed.
+Imported by ``import rep_backbones`` when mmengine is installed; importing it calls
+:func:`~rep_backbones.mm.integration.integrate`, the one place that changes mmengine's state
+(registries, checkpoint loader, initializer, logger).
 """
-from . import backbones, hooks, safe_load  # noqa: F401  (importing registers)
 from .hooks import RepFuseHook, SafeCheckpointHook
-from .registry import HOOKS, MODELS
+from .integration import integrate
 
-__all__ = ['RepFuseHook', 'SafeCheckpointHook', 'HOOKS', 'MODELS']
+integrate()
+
+__all__ = ['RepFuseHook', 'SafeCheckpointHook', 'integrate']

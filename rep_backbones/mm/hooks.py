@@ -10,7 +10,6 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from ..fusion import find_rep_backbones, fuse_with_report
-from .registry import HOOKS, MMENGINE_HOOKS, register
 from .safe_load import DataHistoryBuffer
 
 
@@ -149,6 +148,3 @@ class SafeCheckpointHook(Hook):
             hub['log_scalars'] = type(hub['log_scalars'])(
                 (key, DataHistoryBuffer.from_buffer(buf)) for key, buf in hub['log_scalars'].items())
 
-
-for _hook in (RepFuseHook, SafeCheckpointHook):
-    register((MMENGINE_HOOKS, HOOKS), _hook)

@@ -1,4 +1,5 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: config loading and the CPU adaptations.
+"""What ``tools/train.py`` and ``tools/test.py`` share: config loading, hooks, the test outputs
+(:func:`draw_test_predictions`, :func:`add_prediction_dump`) and the CPU adaptations.
 
 mmengine 0.10.7 assumes GPUs for distributed runs. On a machine without CUDA, :func:`adapt_to_cpu`
 makes the same config run on CPU, visibly (each change is logged):
@@ -10,6 +11,7 @@ makes the same config run on CPU, visibly (each change is logged):
 """
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any, List, Optional
 
@@ -17,11 +19,11 @@ import torch
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for the tools)
 from mmengine.logging import print_log
 
-from . import build
+from ..apis import build
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None) -> Config:
-    """:func:`rep_backbones.mm.build.load_config` plus the Runner's ``work_dir`` default."""
+    """:func:`rep_backbones.apis.build.load_config` plus the Runner's ``work_dir`` default."""
     cfg = build.load_config(path, cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
@@ -74,3 +76,37 @@ def ensure_hook(cfg: Config, hook_type: str, **kwargs) -> None:
 def remove_hook(cfg: Config, hook_type: str) -> None:
     cfg.custom_hooks = [h for h in cfg.get('custom_hooks', []) or []
                         if h.get('type') not in (hook_type, f'rep_backbones.{hook_type}')]
+
+
+def draw_test_predictions(cfg: Config, show_dir: str) -> None:
+    """Make the config's visualization hook draw the test predictions into ``show_dir`` (taken
+    relative to the current directory), as mmdet's / mmseg's ``tools/test.py --show-dir`` do.
+
+    mmdet: ``mmdet.engine.hooks.utils.trigger_visualization_hook`` (``draw=True``,
+    ``test_out_dir``; an absolute directory stays as given instead of going under
+    ``work_dir/<timestamp>``). mmseg has no importable helper; its test script sets ``draw=True`` and
+    the visualizer's ``save_dir``, which is what is done here.
+    """
+    show_dir = os.path.abspath(show_dir)
+    scope = cfg.get('default_scope')
+    if scope == 'mmdet':
+        from mmdet.engine.hooks.utils import trigger_visualization_hook
+        trigger_visualization_hook(cfg, argparse.Namespace(show=False, show_dir=show_dir, wait_time=0))
+    elif scope == 'mmseg':
+        if 'visualization' not in cfg.get('default_hooks', {}):
+            raise RuntimeError('--show-dir needs default_hooks.visualization (mmseg: SegVisualizationHook)')
+        cfg.default_hooks.visualization.draw = True
+        cfg.visualizer.save_dir = show_dir
+    else:
+        raise ValueError(f'--show-dir needs an mmdet or mmseg config (default_scope), got {scope!r}')
+
+
+def add_prediction_dump(runner, path: str) -> None:
+    """Append the dump metric of mmdet's / mmseg's ``tools/test.py --out``: mmdet's
+    ``DumpDetResults`` (ground truth dropped, masks as RLE) for mmdet configs, mmengine's
+    ``DumpResults`` otherwise; the ``.pkl`` is written by rank 0 when the test ends."""
+    if runner.cfg.get('default_scope') == 'mmdet':
+        from mmdet.evaluation import DumpDetResults as Dump
+    else:
+        from mmengine.evaluator import DumpResults as Dump
+    runner.test_evaluator.metrics.append(Dump(out_file_path=path))

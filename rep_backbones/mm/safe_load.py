@@ -2,19 +2,20 @@
 
 mmengine 0.10.7 reads local checkpoints with a bare ``torch.load``; since torch 2.6 that means
 ``weights_only=True`` and files written by mmengine's Runner fail (they pickle ``HistoryBuffer`` and
-numpy objects). Instead of turning ``weights_only`` off for every file, this module registers
-:func:`rep_backbones.checkpoint.read_checkpoint` as mmengine's loader for local paths through
-mmengine's public ``CheckpointLoader.register_scheme`` API: plain-data classes are allow-listed, and
-a file that needs more is refused with a message naming ``REP_BACKBONES_TRUST_CHECKPOINTS=1``.
+numpy objects). Instead of turning ``weights_only`` off for every file, this module provides
+:func:`load_checkpoint_source` (:func:`rep_backbones.checkpoint.read_checkpoint` with mmengine's
+signature), which ``integration.integrate`` registers as mmengine's loader for local paths and
+``http(s)://`` URLs (downloaded into torch hub's cache, sha256 prefix of the name verified, safetensors
+read too): plain-data classes are allow-listed, and a file that needs more is refused with a message
+naming ``REP_BACKBONES_TRUST_CHECKPOINTS=1``.
 Checkpoints that this package's runs write load safely because ``SafeCheckpointHook`` (in
 ``hooks.py``) stores the message hub's buffers as :class:`DataHistoryBuffer`.
 """
 import os.path as osp
 
 from mmengine.logging.history_buffer import HistoryBuffer
-from mmengine.runner.checkpoint import CheckpointLoader
 
-from ..checkpoint import add_safe_globals, read_checkpoint
+from ..checkpoint import is_url, read_checkpoint
 
 
 class DataHistoryBuffer(HistoryBuffer):
@@ -39,15 +40,13 @@ class DataHistoryBuffer(HistoryBuffer):
         return new
 
 
-add_safe_globals([HistoryBuffer, DataHistoryBuffer])
+# Allow-listed for read_checkpoint by rep_backbones.mm.integration.integrate().
+SAFE_CLASSES = (HistoryBuffer, DataHistoryBuffer)
 
 
-def load_local_checkpoint(filename, map_location=None):
-    """mmengine loader for local files: :func:`read_checkpoint` with mmengine's signature."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
+def load_checkpoint_source(filename, map_location=None):
+    """mmengine loader for local paths and http(s) URLs: :func:`read_checkpoint` with mmengine's
+    signature (a missing local file raises ``CheckpointNotFoundError``, a ``FileNotFoundError``)."""
+    if not is_url(filename):
+        filename = osp.expanduser(filename)
     return read_checkpoint(filename, map_location=map_location)
-
-
-CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)

@@ -8,23 +8,34 @@ A family subclasses :class:`RepBackbone` and provides
 * ``feature_stages()``: ``[stem_modules, modules of feature 0, modules of feature 1, ...]``; running them in
   order produces feature ``i`` after list ``i + 1`` (modules are looked up on every call, so fusion
   that replaces submodules needs no bookkeeping);
-* ``_reparameterize()``: fold every training-time branch and every BatchNorm in place;
+* ``conv_bn_pairs(module)`` (optional): ``(conv, bn)`` attribute pairs of a block that no
+  ``nn.Sequential`` or ``switch_to_deploy`` covers (e.g. the stem's ``conv_stem``/``bn1``);
+* ``_reparameterize()`` only where fusion order matters (RepNeXt): the default is the package's one
+  walk, :func:`~rep_backbones.reparam.reparameterize_tree`;
 * ``state_dict_form(sd)``: ``'train'`` or ``'deploy'``, from the keys of a state dict, and optionally
   ``convert_state_dict`` for official key layouts.
 
 The base class gives mm-style arguments (``out_indices``, ``frozen_stages``, ``norm_eval``, ``deploy``,
-``init_cfg``), ``switch_to_deploy()`` (what mmdeploy calls) and checkpoint loading with a report.
+``with_cp``, ``init_cfg``), ``switch_to_deploy()`` / ``reparameterize()`` and checkpoint loading with a
+report.
+
+The fusion protocol (timm's ``reparameterize_model`` semantics, the same in every file): a module
+changes itself in place with ``switch_to_deploy()`` (also reachable as ``reparameterize()``), and a
+method named ``fuse()``, where one exists, *returns* the module that replaces it.
+``rep_backbones.fuse(model)``, ``backbone.switch_to_deploy()`` and
+``timm.utils.model.reparameterize_model(model)`` give the same fused model.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .. import checkpoint as ckpt
-from ..reparam import is_norm
+from ..reparam import fold_bn_pairs, fold_bn_pairs_in_state_dict, is_norm, reparameterize_tree
 
 logger = logging.getLogger('rep_backbones')
 
@@ -40,20 +51,29 @@ class RepBackbone(nn.Module):
         norm_eval: keep every BatchNorm (BN and SyncBN) in eval mode while training, so that the
             running statistics stay as loaded (usual for small detection batches).
         deploy: build the fused (inference) structure directly; load fused checkpoints into it.
+        with_cp: activation checkpointing per block while training (recompute in backward: less
+            memory, more time; BatchNorm running statistics see the recomputation too, as in mmdet's
+            ResNet). Off by default.
         init_cfg: ``None`` (PyTorch default init) or ``dict(type='Pretrained', checkpoint=PATH,
             prefix=None, checkpoint_key=None, strict=True, trust=None)``.
     """
     arch_settings: ClassVar[Dict[str, object]] = {}
     arch_aliases: ClassVar[Dict[str, str]] = {}
     default_out_indices: ClassVar[Tuple[int, ...]] = (0, 1, 2, 3)
-    feature_info: List[dict]
     # ``initializer(module, init_cfg)`` for init_cfg types other than 'Pretrained'; the mm layer sets
     # it to mmengine's ``initialize`` (kept out of here: this module imports nothing from mm).
     external_initializer: ClassVar[Optional[Callable]] = None
 
     def __init__(self, out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
-                 norm_eval: bool = False, deploy: bool = False, init_cfg: Optional[dict] = None):
+                 norm_eval: bool = False, deploy: bool = False, init_cfg: Optional[dict] = None,
+                 with_cp: bool = False):
         super().__init__()
+        # First child on purpose: timm's reparameterize_model walks the children of the model it is
+        # given, never the model itself, so the backbone's own pairs (stem conv + BN) would stay
+        # unfused when the backbone is the root. Its reparameterize() runs switch_to_deploy().
+        self.reparam_entry = _ReparamEntry(self)
+        self._fusing = False
+        self.with_cp = with_cp
         self.out_indices = tuple(self.default_out_indices if out_indices is None else out_indices)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -114,8 +134,15 @@ class RepBackbone(nn.Module):
     def feature_stages(self) -> List[List[nn.Module]]:
         raise NotImplementedError
 
+    def conv_bn_pairs(self, module: nn.Module) -> Iterable[Tuple[str, str]]:
+        """``(conv, bn)`` attribute names of ``module`` to fold, for pairs outside an ``nn.Sequential``
+        whose block has no ``switch_to_deploy``; ``bn`` must read exactly ``conv``'s output."""
+        return ()
+
     def _reparameterize(self) -> None:
-        raise NotImplementedError
+        """Fold every training-time branch and every BatchNorm in place (the default walk)."""
+        reparameterize_tree(self, self.conv_bn_pairs)
+        fold_bn_pairs(self, self.conv_bn_pairs(self))
 
     @classmethod
     def state_dict_form(cls, state_dict) -> str:
@@ -123,8 +150,26 @@ class RepBackbone(nn.Module):
         raise NotImplementedError
 
     def convert_state_dict(self, state_dict: Dict[str, Tensor], form: str) -> Dict[str, Tensor]:
-        """Hook for official layouts that differ from this model's; identity by default."""
+        """Official layouts that differ from this model's. Default: a deploy-form file whose conv+BN
+        pairs were left unfused (the official converters keep them) gets them folded."""
+        if form == 'deploy':
+            fold_bn_pairs_in_state_dict(state_dict, self.conv_bn_pair_names())
         return state_dict
+
+    def conv_bn_pair_names(self) -> List[Tuple[str, str]]:
+        """Dotted names of every ``(conv, bn)`` pair the walk folds (found in the structure, train or
+        deploy form: a folded BN stays as ``nn.Identity`` under its name): ``conv_bn_pairs``, pairs
+        in ``nn.Sequential`` and blocks' ``folded_pairs()``."""
+        pairs = []
+        for name, module in self.named_modules():
+            prefix = f'{name}.' if name else ''
+            own = module.folded_pairs() if hasattr(module, 'folded_pairs') else self.conv_bn_pairs(module)
+            pairs += [(prefix + conv, prefix + bn) for conv, bn in own]
+            if isinstance(module, nn.Sequential):
+                children = list(module.named_children())
+                pairs += [(prefix + a, prefix + b) for (a, conv), (b, bn) in zip(children[:-1], children[1:])
+                          if isinstance(conv, (nn.Conv2d, nn.Linear)) and (is_norm(bn) or isinstance(bn, nn.Identity))]
+        return pairs
 
     @staticmethod
     def is_head_key(key: str) -> bool:
@@ -137,7 +182,11 @@ class RepBackbone(nn.Module):
         last = self.out_indices[-1]
         for idx, modules in enumerate(self.feature_stages()):
             for module in modules:
-                x = module(x)
+                if self.with_cp and self.training:
+                    for block in _blocks(module):
+                        x = checkpoint(block, x, use_reentrant=False)
+                else:
+                    x = module(x)
             feature = idx - 1
             if feature in self.out_indices:
                 outs.append(x)
@@ -168,11 +217,19 @@ class RepBackbone(nn.Module):
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
         """Fuse in place into the inference structure (no BatchNorm left). A no-op when fused."""
-        if self.deploy:
+        if self.deploy or self._fusing:    # _fusing: the walk reaches reparam_entry too
             return
-        self._reparameterize()
+        self._fusing = True
+        try:
+            self._reparameterize()
+        finally:
+            self._fusing = False
         self.deploy = True
         self._freeze_stages()
+
+    def reparameterize(self) -> None:
+        """timm's name for :meth:`switch_to_deploy`."""
+        self.switch_to_deploy()
 
     # -- checkpoints -----------------------------------------------------------------------------
     def init_weights(self) -> None:
@@ -255,6 +312,38 @@ class RepBackbone(nn.Module):
             for key in own:
                 del state_dict[prefix + key]
             state_dict.update({prefix + k: v for k, v in converted.items()})
+
+
+def _blocks(module: nn.Module) -> List[nn.Module]:
+    """The units ``with_cp`` checkpoints one by one: nested ``nn.Sequential`` containers unrolled."""
+    if isinstance(module, nn.Sequential):
+        return [block for child in module for block in _blocks(child)]
+    return [module]
+
+
+def arch_aliases(names: Iterable[str], prefixes: Sequence[str] = (), extra: Optional[Dict[str, str]] = None
+                 ) -> Dict[str, str]:
+    """Other spellings of each variant name (looked up case-insensitively): ``prefix + name`` for
+    every prefix (``'repnext_'`` -> ``'repnext_m3'``), plus ``extra`` (e.g. timm's model names)."""
+    aliases = {f'{prefix}{name}': name for name in names for prefix in prefixes}
+    aliases.update(extra or {})
+    return aliases
+
+
+class _ReparamEntry(nn.Module):
+    """Parameter-free child through which a child walk (timm's ``reparameterize_model``) reaches its
+    owner's ``switch_to_deploy``. The owner is held outside ``_modules`` (no cycle in the module
+    tree, nothing in the state dict; ``deepcopy`` maps it to the copied owner)."""
+
+    def __init__(self, owner: nn.Module):
+        super().__init__()
+        object.__setattr__(self, '_owner_switch', owner.switch_to_deploy)
+
+    def reparameterize(self) -> None:
+        self._owner_switch()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
 
 
 def apply_norm_cfg(model: nn.Module, norm_cfg: dict) -> None:

@@ -1,25 +1,51 @@
 """RepGhostNet (Chen et al., 2022) as a multi-scale backbone and as the ImageNet classifier.
 
 Blocks are timm's ``RepGhostBottleneck`` (state-dict keys identical to the official release); this
-file adds the stage table, the feature taps (the *deepest* block at each stride, which timm's own
-``features_only`` does not pick at stride 16), and a complete fusion: the BN-only branch of every
-RepGhost module into its depthwise conv, plus every conv+BN pair, so no BatchNorm remains.
+file adds the variant and stage tables, the feature taps (the *deepest* block at each stride, which
+timm's own ``features_only`` does not pick at stride 16), and a complete fusion.
+
+Training-form RepGhost module (``ghost1`` / ``ghost2`` of every bottleneck), input ``x``::
+
+    y = relu?(primary_conv(x))                 # 1x1 conv -> BN (-> ReLU)
+    out = relu?(cheap_operation(y) + fusion_bn(y))    # DW k x k conv -> BN, plus a BN-only branch
+
+Deploy form (``switch_to_deploy``; no BatchNorm left)::
+
+    y = relu?(primary_conv(x))                 # biased 1x1 conv
+    out = relu?(cheap_operation(y))            # biased DW k x k conv (BN branch folded in)
+
+and every other conv+BN pair (stem, strided DW conv, shortcut, final conv) folded too — more than
+the official converter, which keeps those BNs (its files load: see ``convert_state_dict``).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from timm.layers import make_divisible
 from timm.models.repghost import RepGhostBottleneck, RepGhostModule
 from torch import Tensor, nn
 
 from .. import checkpoint as ckpt
-from ..reparam import (bn_branch, conv_bn_branch, fold_bn_pairs, fold_bn_pairs_in_state_dict, identity_kernel,
-                       is_norm, make_conv, merge_branches)
-from .base import RepBackbone, apply_norm_cfg
-from .registry import register_backbone, register_classifier
+from ..reparam import bn_branch, conv_bn_branch, identity_kernel, is_norm, make_conv, merge_branches
+from .base import RepBackbone, apply_norm_cfg, arch_aliases
+from .layers import BN_EPS, ConvNormAct, OfficialClassifierHead
+from .zoo import register_backbone, register_classifier
+
+
+class RepGhostNetArch(NamedTuple):
+    width: float              # multiplier of every stage's mid / out channels (make_divisible by 4)
+    timm_name: str            # timm's model name of the same net
+
+
+ARCHS: Dict[str, RepGhostNetArch] = {
+    name: RepGhostNetArch(width, f'repghostnet_{round(width * 100):03d}')
+    for name, width in (('0.5x', 0.5), ('0.58x', 0.58), ('0.8x', 0.8), ('1.0x', 1.0), ('1.11x', 1.11),
+                        ('1.3x', 1.3), ('1.5x', 1.5), ('2.0x', 2.0))}
+# '1.0', '1_0x' (official file names), 'repghostnet_1_0x', timm's 'repghostnet_100'.
+ALIASES = arch_aliases(ARCHS, extra={
+    spelling: name for name, spec in ARCHS.items()
+    for spelling in (name[:-1], name.replace('.', '_'), f"repghostnet_{name.replace('.', '_')}", spec.timm_name)})
 
 # One row per block: (kernel, mid channels, out channels, SE ratio, stride) at width 1.0; one inner
 # list per ``blocks.N`` (official layout). Widths scale mid/out with make_divisible(divisor=4).
@@ -38,33 +64,30 @@ STAGE_TABLE: List[List[Tuple[int, int, int, float, int]]] = [
 ]
 # Blocks ending each feature stage (deepest block at strides 4, 8, 16, 32), then the final 1x1 conv.
 FEATURE_BLOCKS = (2, 4, 6, 8, 9)
-WIDTHS = {'0.5x': 0.5, '0.58x': 0.58, '0.8x': 0.8, '1.0x': 1.0, '1.11x': 1.11, '1.3x': 1.3, '1.5x': 1.5,
-          '2.0x': 2.0}
-BN_EPS = 1e-5
 
 
-def _width_aliases() -> Dict[str, str]:
-    aliases = {}
-    for name in WIDTHS:
-        flat = name.replace('.', '_')                      # '1_0x', as in official file names
-        aliases.update({name[:-1]: name, flat: name, f'repghostnet_{flat}': name})
-    return aliases
-
-
-class ConvBnAct(nn.Module):
-    """1x1 conv -> BN -> ReLU with the official key names (``conv``, ``bn1``).
-
-    Plain ``BatchNorm2d`` + separate ReLU (timm's version fuses the act into the norm layer, which a
-    SyncBatchNorm conversion would silently drop)."""
-
-    def __init__(self, in_chs: int, out_chs: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_chs, eps=BN_EPS)
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.bn1(self.conv(x)))
+# -- block fusion (the blocks are timm's) -------------------------------------------------------------
+@torch.no_grad()
+def fuse_ghost_branches(module: RepGhostModule) -> None:
+    """In place: a RepGhost module's depthwise conv + BN and its identity/BN branches become one
+    biased depthwise conv (``cheap_operation``), as the official converter does. Used instead of
+    timm's ``RepGhostModule.switch_to_deploy``, which accepts only ``nn.BatchNorm2d`` (not SyncBN)."""
+    if isinstance(module.cheap_operation, nn.Conv2d):
+        return
+    dw_conv, dw_bn = module.cheap_operation
+    branches = [conv_bn_branch(dw_conv, dw_bn)]
+    for conv, norm in zip(module.fusion_conv, module.fusion_bn):
+        if not isinstance(conv, nn.Identity):
+            raise TypeError(f'unexpected RepGhost fusion branch {type(conv).__name__}')
+        if is_norm(norm):
+            branches.append(bn_branch(norm, groups=dw_conv.groups))
+        else:  # plain identity branch (the official 'reparam_identity' ablation)
+            kernel = identity_kernel(dw_conv.out_channels, dw_conv.groups, dtype=dw_conv.weight.dtype,
+                                     device=dw_conv.weight.device)
+            branches.append((kernel, torch.zeros(dw_conv.out_channels, dtype=kernel.dtype, device=kernel.device)))
+    module.cheap_operation = make_conv(dw_conv, *merge_branches(branches))
+    module.fusion_conv = nn.Sequential()
+    module.fusion_bn = nn.Sequential()
 
 
 @register_backbone
@@ -75,15 +98,15 @@ class RepGhostNet(RepBackbone):
     4 = the final 1x1 ConvBnAct (``blocks.9``, stride 32, ``make_div(960 * w)`` channels).
     Stages for ``frozen_stages``: stem, blocks 0-2, 3-4, 5-6, 7-8, 9 (built only if feature 4 is used).
     """
-    arch_settings = WIDTHS
-    arch_aliases = _width_aliases()
+    arch_settings = ARCHS
+    arch_aliases = ALIASES
 
     def __init__(self, arch: str = '1.0x', out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
                  norm_eval: bool = False, deploy: bool = False, norm_cfg: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None, in_channels: int = 3):
-        super().__init__(out_indices, frozen_stages, norm_eval, deploy, init_cfg)
+                 init_cfg: Optional[dict] = None, in_channels: int = 3, with_cp: bool = False):
+        super().__init__(out_indices, frozen_stages, norm_eval, deploy, init_cfg, with_cp)
         self.arch = self.resolve_arch(arch)
-        width = WIDTHS[self.arch]
+        width = ARCHS[self.arch].width
         stem_chs = make_divisible(16 * width, 4)
         self.conv_stem = nn.Conv2d(in_channels, stem_chs, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_chs, eps=BN_EPS)
@@ -106,7 +129,7 @@ class RepGhostNet(RepBackbone):
         # DDP and waste optimizer state. Its checkpoint keys are then reported as ignored.
         self.has_final_conv = any(i % len(self.feature_info) == 4 for i in self.out_indices)
         if self.has_final_conv:
-            blocks.append(nn.Sequential(ConvBnAct(prev, final_chs)))
+            blocks.append(nn.Sequential(ConvNormAct(prev, final_chs)))
         self.blocks = nn.Sequential(*blocks)
         if norm_cfg is not None:
             apply_norm_cfg(self, norm_cfg)
@@ -117,23 +140,13 @@ class RepGhostNet(RepBackbone):
         return [[self.conv_stem, self.bn1, self.act1]] + [
             list(self.blocks[start:end]) for start, end in zip(bounds[:-1], bounds[1:])]
 
-    # -- fusion ----------------------------------------------------------------------------------
-    def _conv_bn_pairs(self) -> List[Tuple[str, str]]:
-        """Every (conv, following BN) pair, by module name, in the training structure."""
-        pairs = [('conv_stem', 'bn1')]
-        for i, stage in enumerate(self.blocks[:len(STAGE_TABLE)]):  # blocks.9 (ConvBnAct) comes last
-            for j, block in enumerate(stage):
-                name = f'blocks.{i}.{j}'
-                pairs += [(f'{name}.ghost1.primary_conv.0', f'{name}.ghost1.primary_conv.1'),
-                          (f'{name}.ghost2.primary_conv.0', f'{name}.ghost2.primary_conv.1')]
-                if block.conv_dw is not None:
-                    pairs.append((f'{name}.conv_dw', f'{name}.bn_dw'))
-                if len(block.shortcut):
-                    pairs += [(f'{name}.shortcut.0', f'{name}.shortcut.1'),
-                              (f'{name}.shortcut.2', f'{name}.shortcut.3')]
-        if self.has_final_conv:
-            pairs.append((f'blocks.{len(STAGE_TABLE)}.0.conv', f'blocks.{len(STAGE_TABLE)}.0.bn1'))
-        return pairs
+    # -- fusion (the default walk; these pairs sit outside any nn.Sequential) -------------------------
+    def conv_bn_pairs(self, module: nn.Module) -> Iterable[Tuple[str, str]]:
+        if module is self:
+            return [('conv_stem', 'bn1')]
+        if isinstance(module, RepGhostBottleneck) and module.conv_dw is not None:
+            return [('conv_dw', 'bn_dw')]
+        return ()
 
     def is_head_key(self, key: str) -> bool:
         return RepBackbone.is_head_key(key) or (not self.has_final_conv and key.startswith('blocks.9.'))
@@ -142,7 +155,7 @@ class RepGhostNet(RepBackbone):
         for module in self.modules():
             if isinstance(module, RepGhostModule):
                 fuse_ghost_branches(module)
-        fold_bn_pairs(self, self._conv_bn_pairs())
+        super()._reparameterize()
 
     # -- checkpoints -----------------------------------------------------------------------------
     @classmethod
@@ -155,55 +168,19 @@ class RepGhostNet(RepBackbone):
         raise ckpt.CheckpointError('not a RepGhostNet state dict: no ghost-module keys '
                                    f"('...cheap_operation...'); first keys: {keys[:5]}")
 
-    def convert_state_dict(self, state_dict: Dict[str, Tensor], form: str) -> Dict[str, Tensor]:
-        # The official converter (and timm's) leaves conv+BN pairs unfused: fold them here.
-        if form == 'deploy':
-            fold_bn_pairs_in_state_dict(state_dict, self._conv_bn_pairs(), eps=BN_EPS)
-        return state_dict
-
-
-@torch.no_grad()
-def fuse_ghost_branches(module: RepGhostModule) -> None:
-    """Fold a RepGhost module's depthwise conv + BN and its identity/BN branches into one biased
-    depthwise conv (``cheap_operation``), as the official converter does."""
-    if isinstance(module.cheap_operation, nn.Conv2d):
-        return
-    dw_conv, dw_bn = module.cheap_operation
-    branches = [conv_bn_branch(dw_conv, dw_bn)]
-    for conv, norm in zip(module.fusion_conv, module.fusion_bn):
-        if not isinstance(conv, nn.Identity):
-            raise TypeError(f'unexpected RepGhost fusion branch {type(conv).__name__}')
-        if is_norm(norm):
-            branches.append(bn_branch(norm, groups=dw_conv.groups))
-        else:  # plain identity branch (the official 'reparam_identity' ablation)
-            kernel = identity_kernel(dw_conv.out_channels, dw_conv.groups, dtype=dw_conv.weight.dtype,
-                                     device=dw_conv.weight.device)
-            branches.append((kernel, torch.zeros(dw_conv.out_channels, dtype=kernel.dtype, device=kernel.device)))
-    module.cheap_operation = make_conv(dw_conv, *merge_branches(branches))
-    module.fusion_conv = nn.Sequential()
-    module.fusion_bn = nn.Sequential()
 
 
 @register_classifier('RepGhostNet')
-class RepGhostNetClassifier(RepGhostNet):
-    """The ImageNet classifier (official head: GAP -> 1x1 conv 1280 with bias -> ReLU -> dropout ->
-    Linear). Keys equal the official checkpoints'; ``switch_to_deploy`` fuses the body."""
+class RepGhostNetClassifier(OfficialClassifierHead, RepGhostNet):
+    """The ImageNet classifier (official head, see :class:`OfficialClassifierHead`). Keys equal the
+    official checkpoints'; ``switch_to_deploy`` fuses the body."""
 
     def __init__(self, arch: str = '1.0x', num_classes: int = 1000, drop_rate: float = 0.2,
-                 deploy: bool = False, init_cfg: Optional[dict] = None):
-        super().__init__(arch, out_indices=(4,), deploy=False, init_cfg=init_cfg)
-        self.drop_rate = drop_rate
-        self.conv_head = nn.Conv2d(self.feature_info[-1]['num_chs'], 1280, 1, bias=True)
-        self.act2 = nn.ReLU(inplace=True)
-        self.classifier = nn.Linear(1280, num_classes)
+                 deploy: bool = False, init_cfg: Optional[dict] = None, in_channels: int = 3):
+        super().__init__(arch, out_indices=(4,), deploy=False, init_cfg=init_cfg, in_channels=in_channels)
+        self.init_head(self.feature_info[-1]['num_chs'], num_classes, drop_rate)
         if deploy:
             self.switch_to_deploy()
 
     def is_head_key(self, key: str) -> bool:
         return False
-
-    def forward(self, x: Tensor) -> Tensor:
-        (x,) = super().forward(x)
-        x = self.act2(self.conv_head(F.adaptive_avg_pool2d(x, 1)))
-        x = F.dropout(torch.flatten(x, 1), p=self.drop_rate, training=self.training)
-        return self.classifier(x)

@@ -13,27 +13,29 @@ as they are; the official RepGhostNetV2 repository's layout (``layers.{i}.start_
 middle_dw/proj_conv/end_dw.{conv,bn1}``, for both of its nets) goes through
 :func:`convert_official_state_dict`, which ``load_pretrained`` applies by itself.
 
+Training form: every conv is ``ConvNormAct`` (conv -> BN -> optional ReLU; with ``reparam_bn=True``
+RepGhost's BN-only branch beside every stride-1 depthwise conv, summed before the activation) or the
+FusedIB's conv/BN pairs. Deploy form (``switch_to_deploy``): every conv biased, every BN and BN-only
+branch folded in, no BatchNorm left; the graph is otherwise unchanged.
+
 Modules are plain ``Conv2d`` + ``BatchNorm2d`` + separate activation (not timm's ``BatchNormAct2d``,
 whose activation a SyncBatchNorm conversion would silently drop); key names equal timm's.
-Fusion folds every conv+BN pair, and with ``reparam_bn=True`` RepGhost's training-time BN-only branch
-beside every stride-1 depthwise conv, so no BatchNorm remains.
 """
 from __future__ import annotations
 
 import logging
 from collections import namedtuple
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from timm.layers import DropPath, make_divisible
 from torch import Tensor, nn
 
 from .. import checkpoint as ckpt
-from ..reparam import (bn_branch, conv_bn_branch, fold_bn_pairs, fold_bn_pairs_in_state_dict, is_norm, make_conv,
-                       merge_branches)
-from .base import RepBackbone, apply_norm_cfg
-from .registry import register_backbone, register_classifier
+from ..reparam import fold_bn_pairs, fold_bn_pairs_in_state_dict
+from .base import RepBackbone, apply_norm_cfg, arch_aliases
+from .layers import BN_EPS, ConvNormAct, OfficialClassifierHead
+from .zoo import register_backbone, register_classifier
 
 logger = logging.getLogger('rep_backbones')
 
@@ -52,18 +54,24 @@ def _uib(start: int, mid: int, stride: int, out: int, exp: float, repeat: int = 
     return [UIB(start, mid, 0, stride if i == 0 else 1, out, exp) for i in range(repeat)]
 
 
+class UniversalArch(NamedTuple):
+    stem: int                 # stem conv channels
+    img_size: int             # ImageNet training resolution
+    stages: List[list]        # five stages of CN / ER / UIB specs: strides 4, 8, 16, 32, then the 960-ch 1x1 conv
+    timm_name: str            # timm's MobileNetV4 name ('mobilenetv4_conv_small'); RepGhostNetV2: 'repghostnetv2_s'
+
+
 HEAD_STAGE = [CN(1, 1, 960, True)]
-# Per variant: stem width, ImageNet resolution, and five stages (strides 4, 8, 16, 32, then the 960-ch
-# 1x1 conv). Transcribed from the MobileNetV4 paper's conv-S/M/L tables (= timm's arch defs).
-SPECS: Dict[str, dict] = {
-    'S': dict(stem=32, img_size=224, stages=[
+# Transcribed from the MobileNetV4 paper's conv-S/M/L tables (= timm's arch defs).
+SPECS: Dict[str, UniversalArch] = {
+    'S': UniversalArch(stem=32, img_size=224, timm_name='mobilenetv4_conv_small', stages=[
         [CN(3, 2, 32, True), CN(1, 1, 32, None)],
         [CN(3, 2, 96, True), CN(1, 1, 64, None)],
         _uib(5, 5, 2, 96, 3) + _uib(0, 3, 1, 96, 2, 4) + _uib(3, 0, 1, 96, 4),
         _uib(3, 3, 2, 128, 6) + _uib(5, 5, 1, 128, 4) + _uib(0, 5, 1, 128, 4) + _uib(0, 5, 1, 128, 3)
         + _uib(0, 3, 1, 128, 4, 2),
         HEAD_STAGE]),
-    'M': dict(stem=32, img_size=256, stages=[
+    'M': UniversalArch(stem=32, img_size=256, timm_name='mobilenetv4_conv_medium', stages=[
         [ER(3, 2, 48, 4)],
         _uib(3, 5, 2, 80, 4) + _uib(3, 3, 1, 80, 2),
         _uib(3, 5, 2, 160, 6) + _uib(3, 3, 1, 160, 4, 2) + _uib(3, 5, 1, 160, 4) + _uib(3, 3, 1, 160, 4)
@@ -72,7 +80,7 @@ SPECS: Dict[str, dict] = {
         + _uib(3, 0, 1, 256, 4) + _uib(3, 5, 1, 256, 2) + _uib(5, 5, 1, 256, 4) + _uib(0, 0, 1, 256, 4, 2)
         + _uib(5, 0, 1, 256, 2),
         HEAD_STAGE]),
-    'L': dict(stem=24, img_size=384, stages=[
+    'L': UniversalArch(stem=24, img_size=384, timm_name='mobilenetv4_conv_large', stages=[
         [ER(3, 2, 48, 4)],
         _uib(3, 5, 2, 96, 4) + _uib(3, 3, 1, 96, 4),
         _uib(3, 5, 2, 192, 4) + _uib(3, 3, 1, 192, 4, 3) + _uib(3, 5, 1, 192, 4) + _uib(5, 3, 1, 192, 4, 5)
@@ -81,9 +89,9 @@ SPECS: Dict[str, dict] = {
         + _uib(5, 3, 1, 512, 4) + _uib(5, 5, 1, 512, 4) + _uib(5, 0, 1, 512, 4, 3),
         HEAD_STAGE]),
 }
-ARCH_ALIASES = {'small': 'S', 'medium': 'M', 'large': 'L'}
+# 'small', 'mobilenetv4_conv_small' / 'repghostnetv2_s', ... (the net's own prefix: see the classes)
+_SIZES = {'S': 'small', 'M': 'medium', 'L': 'large'}
 FEATURE_STAGES = 4            # blocks.0..3 end at strides 4/8/16/32; blocks.4 is the 960-ch 1x1 conv
-BN_EPS = 1e-5
 
 
 def repghost_shortcuts(stages: List[list]) -> List[list]:
@@ -102,45 +110,6 @@ def repghost_shortcuts(stages: List[list]) -> List[list]:
 
 
 # -- modules --------------------------------------------------------------------------------------
-class ConvBnAct(nn.Module):
-    """k x k conv (no bias) -> BN -> optional ReLU; keys ``conv`` and ``bn1`` (timm's ConvBnAct) or
-    ``bn`` (``norm_name='bn'``, timm's ConvNormAct inside UIBs).
-
-    ``rep_bn=True`` (stride-1 depthwise convs only) adds RepGhost's BN-only branch on the input,
-    summed with the conv's output before the activation; fusion folds it into the conv.
-    """
-
-    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int = 1, groups: int = 1,
-                 act: bool = True, norm_name: str = 'bn1', rep_bn: bool = False):
-        super().__init__()
-        self.norm_name = norm_name
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride, kernel // 2, groups=groups, bias=False)
-        setattr(self, norm_name, nn.BatchNorm2d(out_chs, eps=BN_EPS))
-        if rep_bn and not (stride == 1 and groups == in_chs == out_chs):
-            raise ValueError('a BN-only branch needs a stride-1 depthwise conv')
-        self.rep_bn = nn.BatchNorm2d(in_chs, eps=BN_EPS) if rep_bn else None
-        self.act = nn.ReLU(inplace=True) if act else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = getattr(self, self.norm_name)(self.conv(x))
-        if self.rep_bn is not None:
-            y = y + self.rep_bn(x)
-        return self.act(y)
-
-    @torch.no_grad()
-    def fuse(self) -> None:
-        """Fold the BN (and the BN-only branch) into one biased conv; keys become ``conv.{weight,bias}``."""
-        norm = getattr(self, self.norm_name)
-        if not is_norm(norm):
-            return
-        branches = [conv_bn_branch(self.conv, norm)]
-        if self.rep_bn is not None:
-            branches.append(bn_branch(self.rep_bn, groups=self.conv.groups))
-        self.conv = make_conv(self.conv, *(t.detach().clone() for t in merge_branches(branches)))
-        setattr(self, self.norm_name, nn.Identity())
-        self.rep_bn = None
-
-
 class FusedInvertedResidual(nn.Module):
     """MobileNetV4's FusedIB (timm ``EdgeResidual`` keys): k x k conv expand -> BN -> ReLU -> 1x1 conv
     -> BN, plus identity when shapes allow."""
@@ -160,8 +129,13 @@ class FusedInvertedResidual(nn.Module):
         y = self.bn2(self.conv_pwl(self.act(self.bn1(self.conv_exp(x)))))
         return self.drop_path(y) + x if self.has_skip else y
 
-    def fuse(self) -> None:
-        fold_bn_pairs(self, [('conv_exp', 'bn1'), ('conv_pwl', 'bn2')])
+    def folded_pairs(self):
+        return [('conv_exp', 'bn1'), ('conv_pwl', 'bn2')]
+
+    def switch_to_deploy(self) -> None:
+        fold_bn_pairs(self, self.folded_pairs())
+
+    reparameterize = switch_to_deploy
 
 
 class UniversalInvertedBottleneck(nn.Module):
@@ -179,13 +153,13 @@ class UniversalInvertedBottleneck(nn.Module):
         def dw(chs: int, kernel: int, s: int, act: bool) -> nn.Module:
             if not kernel:
                 return nn.Identity()
-            return ConvBnAct(chs, chs, kernel, s, groups=chs, act=act, norm_name='bn',
+            return ConvNormAct(chs, chs, kernel, s, groups=chs, act=act, norm_name='bn',
                              rep_bn=reparam_bn and s == 1)
 
         self.dw_start = dw(in_chs, spec.start, 1 if spec.mid else stride, False)
-        self.pw_exp = ConvBnAct(in_chs, mid, 1, norm_name='bn')
+        self.pw_exp = ConvNormAct(in_chs, mid, 1, norm_name='bn')
         self.dw_mid = dw(mid, spec.mid, stride, True)
-        self.pw_proj = ConvBnAct(mid, out_chs, 1, act=False, norm_name='bn')
+        self.pw_proj = ConvNormAct(mid, out_chs, 1, act=False, norm_name='bn')
         self.dw_end = dw(out_chs, spec.end, 1, False)
         self.drop_path = DropPath(drop_path) if drop_path and self.has_skip else nn.Identity()
 
@@ -267,7 +241,6 @@ class _UniversalNet(RepBackbone):
         init_cfg: see :class:`RepBackbone`.
     """
     arch_settings = SPECS
-    arch_aliases = ARCH_ALIASES
     net_name: str = ''
     repghost_shortcuts: bool = False
     default_stem_1x1_act: bool = True
@@ -275,13 +248,14 @@ class _UniversalNet(RepBackbone):
     def __init__(self, arch: str = 'S', out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
                  norm_eval: bool = False, deploy: bool = False, reparam_bn: bool = False,
                  stem_1x1_act: Optional[bool] = None, drop_path_rate: float = 0., norm_cfg: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None, in_channels: int = 3):
-        super().__init__(out_indices, frozen_stages, norm_eval, deploy, init_cfg)
+                 init_cfg: Optional[dict] = None, in_channels: int = 3, with_cp: bool = False):
+        super().__init__(out_indices, frozen_stages, norm_eval, deploy, init_cfg, with_cp)
         self.arch = self.resolve_arch(arch)
         self.reparam_bn = reparam_bn
+        self.stem_1x1_act_given = stem_1x1_act is not None
         self.stem_1x1_act = self.default_stem_1x1_act if stem_1x1_act is None else stem_1x1_act
         specs = self.stage_specs(self.arch)
-        stem = SPECS[self.arch]['stem']
+        stem = SPECS[self.arch].stem
         self.conv_stem = nn.Conv2d(in_channels, stem, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem, eps=BN_EPS)
         self.act1 = nn.ReLU(inplace=True)
@@ -295,7 +269,7 @@ class _UniversalNet(RepBackbone):
                 dpr = drop_path_rate * idx / n_blocks
                 if isinstance(spec, CN):
                     act = self.stem_1x1_act if spec.act is None else spec.act
-                    blocks.append(ConvBnAct(prev, spec.out, spec.kernel, spec.stride, act=act))
+                    blocks.append(ConvNormAct(prev, spec.out, spec.kernel, spec.stride, act=act))
                 elif isinstance(spec, ER):
                     blocks.append(FusedInvertedResidual(prev, spec.out, spec.kernel, spec.stride, spec.exp, dpr))
                 else:
@@ -313,18 +287,15 @@ class _UniversalNet(RepBackbone):
 
     @classmethod
     def stage_specs(cls, arch: str) -> List[list]:
-        stages = SPECS[arch]['stages']
+        stages = SPECS[arch].stages
         return repghost_shortcuts(stages) if cls.repghost_shortcuts else [list(s) for s in stages]
 
     def feature_stages(self) -> List[List[nn.Module]]:
         return [[self.conv_stem, self.bn1, self.act1]] + [[stage] for stage in self.blocks]
 
-    # -- fusion ----------------------------------------------------------------------------------
-    def _reparameterize(self) -> None:
-        fold_bn_pairs(self, [('conv_stem', 'bn1')])
-        for module in list(self.modules()):
-            if isinstance(module, (ConvBnAct, FusedInvertedResidual)):
-                module.fuse()
+    def conv_bn_pairs(self, module: nn.Module) -> Iterable[Tuple[str, str]]:
+        """The stem's pair (the default walk does the rest: ConvNormAct / FusedIB fuse themselves)."""
+        return [('conv_stem', 'bn1')] if module is self else ()
 
     # -- checkpoints -----------------------------------------------------------------------------
     def is_head_key(self, key: str) -> bool:
@@ -347,17 +318,41 @@ class _UniversalNet(RepBackbone):
 
     def convert_state_dict(self, state_dict: Dict[str, Tensor], form: str) -> Dict[str, Tensor]:
         if is_official_layout(state_dict):
+            self._match_official_structure()
             state_dict = convert_official_state_dict(state_dict, self.arch, self.net_name)
-        if form == 'train' and self.reparam_bn and not any('.rep_bn.' in k for k in state_dict):
+        has_rep_bn = any('.rep_bn.' in k for k in state_dict)
+        if has_rep_bn and not self.reparam_bn:
+            raise ckpt.CheckpointError(
+                f'{type(self).__name__}: the checkpoint has RepGhost BN-only branches (keys ".rep_bn."); '
+                'build the model with reparam_bn=True to load it')
+        if form == 'train' and self.reparam_bn and not has_rep_bn:
             self._add_zero_rep_bn(state_dict)
-        return state_dict
+        return super().convert_state_dict(state_dict, form)
+
+    def _match_official_structure(self) -> None:
+        """The RepGhostNetV2 repository's nets (its MobileNetV4 too) have no activation after the two
+        1x1 convs of S's stride-4/8 stages, where timm's MobileNetV4 has ReLU. Its weights in a ReLU
+        model compute something else (relative error ~0.9), so: adopt its structure, unless the
+        caller asked for ReLU there, which is refused."""
+        if self.arch != 'S' or not self.stem_1x1_act:
+            return
+        if self.stem_1x1_act_given:
+            raise ckpt.CheckpointError(
+                f'{type(self).__name__}(arch=S, stem_1x1_act=True): the checkpoint is in the RepGhostNetV2 '
+                "repository's layout (keys 'layers.*'), whose nets have no activation after the 1x1 convs "
+                'blocks.0.1 / blocks.1.1; build the model with stem_1x1_act=False (or leave it unset) to load it')
+        for name in ('blocks.0.1', 'blocks.1.1'):
+            self.get_submodule(name).act = nn.Identity()
+        self.stem_1x1_act = False
+        logger.info("%s(arch=S): checkpoint in the RepGhostNetV2 repository's layout: no activation after "
+                    'blocks.0.1 / blocks.1.1 (stem_1x1_act=False), as in that repository', type(self).__name__)
 
     def _add_zero_rep_bn(self, state_dict: Dict[str, Tensor]) -> None:
         """Checkpoints have no BN-only branches: give each weight = bias = 0 (mean 0, var 1), so that the
         branch adds nothing and the loaded model computes exactly the checkpoint's function."""
         added = 0
         for name, module in self.named_modules():
-            if isinstance(module, ConvBnAct) and module.rep_bn is not None:
+            if isinstance(module, ConvNormAct) and module.rep_bn is not None:
                 n = module.rep_bn.num_features
                 zeros = torch.zeros(n)
                 state_dict.update({f'{name}.rep_bn.weight': zeros, f'{name}.rep_bn.bias': zeros.clone(),
@@ -373,6 +368,8 @@ class RepGhostNetV2(_UniversalNet):
     moved into the preceding residual as ``dw_end``). Arguments: see ``_UniversalNet``; loads the official
     repository's checkpoints (``layers.*`` layout, converted on load)."""
     net_name = 'RepGhostNetV2'
+    arch_aliases = arch_aliases(SPECS, prefixes=('repghostnetv2_',), extra={
+        alias: name for name, size in _SIZES.items() for alias in (size, f'repghostnetv2_{size}')})
     repghost_shortcuts = True
     default_stem_1x1_act = False
 
@@ -383,20 +380,21 @@ class MobileNetV4(_UniversalNet):
     ``mobilenetv4_conv_{small,medium,large}`` checkpoints directly, the official RepGhostNetV2
     repository's MobileNetV4 layout through the converter."""
     net_name = 'MobileNetV4'
+    arch_aliases = arch_aliases(SPECS, prefixes=('mobilenetv4_',), extra={
+        alias: name for name, spec in SPECS.items() for alias in (_SIZES[name], spec.timm_name)})
     repghost_shortcuts = False
     default_stem_1x1_act = True
 
 
 # -- classifiers -------------------------------------------------------------------------------------
-class _OfficialHead:
-    """The official ImageNet head: GAP -> 1x1 conv 960 -> 1280 *with bias* (no BN) -> ReLU -> dropout ->
-    Linear. timm checkpoints (bias-free ``conv_head`` + ``norm_head`` BN) load with the BN folded in."""
+class _UniversalClassifier(OfficialClassifierHead):
+    """The official ImageNet head (:class:`OfficialClassifierHead`) on blocks.4; timm checkpoints
+    (bias-free ``conv_head`` + ``norm_head`` BN) load with the BN folded in."""
 
-    def _init_head(self, num_classes: int, drop_rate: float, deploy: bool) -> None:
-        self.drop_rate = drop_rate
-        self.conv_head = nn.Conv2d(self.feature_info[-1]['num_chs'], 1280, 1, bias=True)
-        self.act2 = nn.ReLU(inplace=True)
-        self.classifier = nn.Linear(1280, num_classes)
+    def __init__(self, arch: str = 'S', num_classes: int = 1000, drop_rate: float = 0.2, deploy: bool = False,
+                 reparam_bn: bool = False, init_cfg: Optional[dict] = None, **kwargs):
+        super().__init__(arch, out_indices=(4,), deploy=False, reparam_bn=reparam_bn, init_cfg=init_cfg, **kwargs)
+        self.init_head(self.feature_info[-1]['num_chs'], num_classes, drop_rate)
         if deploy:
             self.switch_to_deploy()
 
@@ -408,29 +406,14 @@ class _OfficialHead:
         state_dict = super().convert_state_dict(state_dict, form)
         return fold_bn_pairs_in_state_dict(state_dict, [('conv_head', 'norm_head')], eps=BN_EPS)
 
-    def forward(self, x: Tensor) -> Tensor:
-        (x,) = super().forward(x)
-        x = self.act2(self.conv_head(F.adaptive_avg_pool2d(x, 1)))
-        x = F.dropout(torch.flatten(x, 1), p=self.drop_rate, training=self.training)
-        return self.classifier(x)
 
 
 @register_classifier('RepGhostNetV2')
-class RepGhostNetV2Classifier(_OfficialHead, RepGhostNetV2):
+class RepGhostNetV2Classifier(_UniversalClassifier, RepGhostNetV2):
     """RepGhostNetV2 ImageNet classifier (official head); parameters equal the official model's."""
-
-    def __init__(self, arch: str = 'S', num_classes: int = 1000, drop_rate: float = 0.2, deploy: bool = False,
-                 reparam_bn: bool = False, init_cfg: Optional[dict] = None, **kwargs):
-        super().__init__(arch, out_indices=(4,), deploy=False, reparam_bn=reparam_bn, init_cfg=init_cfg, **kwargs)
-        self._init_head(num_classes, drop_rate, deploy)
 
 
 @register_classifier('MobileNetV4')
-class MobileNetV4Classifier(_OfficialHead, MobileNetV4):
+class MobileNetV4Classifier(_UniversalClassifier, MobileNetV4):
     """MobileNetV4 conv ImageNet classifier with the official RepGhostNetV2-repository head; timm
     ``mobilenetv4_conv_*`` checkpoints load exactly (``norm_head`` folded into ``conv_head``)."""
-
-    def __init__(self, arch: str = 'S', num_classes: int = 1000, drop_rate: float = 0.2, deploy: bool = False,
-                 reparam_bn: bool = False, init_cfg: Optional[dict] = None, **kwargs):
-        super().__init__(arch, out_indices=(4,), deploy=False, reparam_bn=reparam_bn, init_cfg=init_cfg, **kwargs)
-        self._init_head(num_classes, drop_rate, deploy)

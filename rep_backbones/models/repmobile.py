@@ -28,32 +28,38 @@ fold into the kernel with no border term.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import checkpoint as ckpt
-from ..reparam import (avg_pool_kernel, bn_scale_shift, fold_bn_pairs, fold_preceding_affine, fuse_bn_conv,
-                       fuse_linear_bn, identity_kernel, is_norm, make_conv, tiled_identity_kernel)
-from .base import RepBackbone, apply_norm_cfg
-from .registry import register_backbone, register_classifier
+from ..reparam import (avg_pool_kernel, bn_scale_shift, fold_preceding_affine, fuse_bn_conv, identity_kernel,
+                       make_conv, tiled_identity_kernel)
+from .base import RepBackbone, apply_norm_cfg, arch_aliases
+from .layers import BN_EPS, ClassifierForm
+from .zoo import register_backbone, register_classifier
 
-# Variant -> (channels of layer0..3, blocks per layer). Stem = 3x3 conv (stride 2) to dims[0] // 2;
-# the first block of every layer has stride 2 and doubles the channels; ClaSiLU gate in every block.
-ARCHS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
-    'S': ((64, 128, 256, 512), (3, 6, 12, 3)),
-    'M': ((80, 160, 320, 640), (3, 6, 15, 3)),
-    'L': ((96, 192, 384, 768), (4, 8, 20, 8)),
+
+class RepMobileArch(NamedTuple):
+    dims: Tuple[int, int, int, int]       # channels of layer0..3 (stem: dims[0] // 2, stride 2)
+    depths: Tuple[int, int, int, int]     # blocks per layer; the first one has stride 2 and doubles channels
+
+
+ARCHS: Dict[str, RepMobileArch] = {
+    'S': RepMobileArch((64, 128, 256, 512), (3, 6, 12, 3)),
+    'M': RepMobileArch((80, 160, 320, 640), (3, 6, 15, 3)),
+    'L': RepMobileArch((96, 192, 384, 768), (4, 8, 20, 8)),
 }
-ALIASES = {alias: name for name, words in (('S', ('small',)), ('M', ('medium',)), ('L', ('large',)))
-           for alias in words + (f'repmobile_{name}', f'repmobile_{words[0]}')}
-BN_EPS = 1e-5
+# 'small', 'repmobile_s', 'repmobile_small', ...
+ALIASES = arch_aliases(ARCHS, prefixes=('repmobile_',), extra={
+    alias: name for name, word in (('S', 'small'), ('M', 'medium'), ('L', 'large'))
+    for alias in (word, f'repmobile_{word}')})
 
 
 class RepMobileBlock(nn.Module):
-    """One RepMobile block; ``fuse()`` turns it into conv1x1 -> ClaSiLU -> dw3x3 in place.
+    """One RepMobile block; ``switch_to_deploy()`` turns it into conv1x1 -> ClaSiLU -> dw3x3 in place.
 
     Submodule indices stay as in the official layout after fusion (folded BNs become ``nn.Identity``),
     so deploy keys are ``conv_pw.1.*``, ``ClaSiLU_gate.2.*`` and ``conv_dw.1.{weight,bias,border_taps}``.
@@ -83,7 +89,7 @@ class RepMobileBlock(nn.Module):
         return out
 
     @torch.no_grad()
-    def fuse(self) -> None:
+    def switch_to_deploy(self) -> None:
         if self.deploy:
             return
         # 1x1 conv: its pre-BN (no padding: exact) and the identity / doubled identity shortcut.
@@ -107,6 +113,8 @@ class RepMobileBlock(nn.Module):
         self.down = nn.Identity()
         self.deploy = True
 
+    reparameterize = switch_to_deploy
+
 
 @register_backbone
 class RepMobile(RepBackbone):
@@ -123,8 +131,8 @@ class RepMobile(RepBackbone):
 
     def __init__(self, arch: str = 'S', out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
                  norm_eval: bool = False, deploy: bool = False, norm_cfg: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None, in_channels: int = 3):
-        super().__init__(out_indices, frozen_stages, norm_eval, deploy, init_cfg)
+                 init_cfg: Optional[dict] = None, in_channels: int = 3, with_cp: bool = False):
+        super().__init__(out_indices, frozen_stages, norm_eval, deploy, init_cfg, with_cp)
         self.arch = self.resolve_arch(arch)
         dims, depths = ARCHS[self.arch]
         stem_chs = dims[0] // 2
@@ -144,12 +152,6 @@ class RepMobile(RepBackbone):
     def feature_stages(self) -> List[List[nn.Module]]:
         return [[self.stem]] + [[getattr(self, f'layer{i}')] for i in range(len(self.feature_info))]
 
-    def _reparameterize(self) -> None:
-        fold_bn_pairs(self, [('stem.0', 'stem.1')])
-        for module in self.modules():
-            if isinstance(module, RepMobileBlock):
-                module.fuse()
-
     @classmethod
     def state_dict_form(cls, state_dict) -> str:
         keys = list(state_dict)
@@ -163,7 +165,8 @@ class RepMobile(RepBackbone):
 
 class RepMobileHead(nn.Module):
     """The official ``Classfier``: Linear (no bias) -> BN1d -> ReLU -> Dropout -> Linear, optionally
-    twice (``classifier_dist``, DeiT-style distillation; the two are averaged in eval mode)."""
+    twice (``classifier_dist``, DeiT-style distillation; the two are averaged in eval mode). Fusion
+    folds each BN1d into its Linear (the default walk's ``nn.Sequential`` rule)."""
 
     def __init__(self, dim: int, num_classes: int, distillation: bool, drop_rate: float):
         super().__init__()
@@ -181,29 +184,24 @@ class RepMobileHead(nn.Module):
         out, out_dist = self.classifier(x), self.classifier_dist(x)
         return (out, out_dist) if self.training else (out + out_dist) / 2
 
-    @torch.no_grad()
-    def fuse(self) -> None:
-        for mlp in (self.classifier, self.classifier_dist):
-            if mlp is not None and is_norm(mlp[1]):
-                mlp[0] = fuse_linear_bn(mlp[0], mlp[1])
-                mlp[1] = nn.Identity()
-
 
 @register_classifier('RepMobile')
-class RepMobileClassifier(RepMobile):
+class RepMobileClassifier(ClassifierForm, RepMobile):
     """The ImageNet classifier: body, ``head`` (1x1 conv to max(1024, dims[3]) + BN + ReLU), GAP,
     ``classifier`` (:class:`RepMobileHead`). Keys equal the official checkpoints' (``distillation``
     must match the file: with it, ``classifier.classifier_dist.*`` exist). ``switch_to_deploy``
-    fuses the body and the head's BatchNorms too."""
+    fuses the body and the head's BatchNorms too (the default walk)."""
 
     def __init__(self, arch: str = 'S', num_classes: int = 1000, distillation: bool = False,
-                 drop_rate: float = 0.2, deploy: bool = False, init_cfg: Optional[dict] = None):
-        super().__init__(arch, out_indices=(3,), deploy=False, init_cfg=init_cfg)
+                 drop_rate: float = 0.2, deploy: bool = False, init_cfg: Optional[dict] = None,
+                 in_channels: int = 3):
+        super().__init__(arch, out_indices=(3,), deploy=False, init_cfg=init_cfg, in_channels=in_channels)
         dim = self.feature_info[-1]['num_chs']
         final_dim = max(1024, dim)
         self.head = nn.Sequential(nn.Conv2d(dim, final_dim, 1, bias=False), nn.BatchNorm2d(final_dim, eps=BN_EPS),
                                   nn.ReLU(inplace=True))
-        self.classifier = RepMobileHead(final_dim, num_classes, distillation, drop_rate)
+        self.num_features, self.distillation, self.drop_rate = final_dim, distillation, drop_rate
+        self.reset_classifier(num_classes)
         if deploy:
             self.switch_to_deploy()
 
@@ -211,12 +209,17 @@ class RepMobileClassifier(RepMobile):
     def is_head_key(key: str) -> bool:
         return False
 
-    def _reparameterize(self) -> None:
-        super()._reparameterize()
-        fold_bn_pairs(self, [('head.0', 'head.1')])
-        self.classifier.fuse()
-
-    def forward(self, x: Tensor):
-        (x,) = super().forward(x)
+    def forward_head(self, x: Tensor, pre_logits: bool = False):
         x = F.adaptive_avg_pool2d(self.head(x), 1).flatten(1)
-        return self.classifier(x)
+        return x if pre_logits else self.classifier(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new :class:`RepMobileHead` for ``num_classes`` (0: identity)."""
+        if global_pool not in (None, 'avg'):
+            raise ValueError(f"only global_pool='avg' is supported, got {global_pool!r}")
+        self.num_classes = num_classes
+        self.classifier = (RepMobileHead(self.num_features, num_classes, self.distillation, self.drop_rate)
+                           if num_classes else nn.Identity())

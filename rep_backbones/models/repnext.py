@@ -39,11 +39,12 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 
 from .. import checkpoint as ckpt
-from ..reparam import (affine_from_stats, bn_scale_shift, compose_depthwise, conv_bn_branch, dilate_kernel,
+from ..reparam import (bn_scale_shift, compose_depthwise, conv_bn_branch, dilate_kernel,
                        fold_following_affine, identity_kernel, is_norm, make_conv, merge_branches, pad_kernel,
                        serial_bias_border_profile)
-from .base import RepBackbone, apply_norm_cfg
-from .registry import register_backbone, register_classifier
+from .base import RepBackbone, apply_norm_cfg, arch_aliases
+from .layers import BN_EPS, ClassifierForm
+from .zoo import register_backbone, register_classifier
 
 
 class RepNeXtArch(NamedTuple):
@@ -68,12 +69,8 @@ LARGE_KERNEL = 11       # ChunkConv's conv_l / the single-branch token mixer
 DOWN_KERNEL = 7         # CopyConv's conv_m / the single-branch downsample
 
 
-def _aliases() -> Dict[str, str]:
-    aliases = {}
-    for name in ARCHS:
-        for spelling in (f'repnext_{name}', f'repnext-{name}', f'repnext{name}'):
-            aliases[spelling.lower()] = name
-    return aliases
+# 'repnext_m3' (also timm-style model names), 'repnext-m3', 'repnextm3'.
+ALIASES = arch_aliases(ARCHS, prefixes=('repnext_', 'repnext-', 'repnext'))
 
 
 def _dw(channels: int, kernel, stride=1, padding=0, bias: bool = True, out_channels: Optional[int] = None) -> nn.Conv2d:
@@ -82,17 +79,18 @@ def _dw(channels: int, kernel, stride=1, padding=0, bias: bool = True, out_chann
 
 # -- building blocks (training form) -------------------------------------------------------------------
 class ConvNorm(nn.Module):
-    """Conv (no bias) -> BatchNorm, official keys ``conv`` / ``norm``; fuses to one biased conv."""
+    """Conv (no bias) -> BatchNorm, official keys ``conv`` / ``norm``; ``fuse()`` returns the biased conv."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, padding: int = 0):
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, bias=False)
-        self.norm = nn.BatchNorm2d(out_chs)
+        self.norm = nn.BatchNorm2d(out_chs, eps=BN_EPS)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(self.conv(x))
 
-    def fused(self) -> nn.Conv2d:
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
         return make_conv(self.conv, *conv_bn_branch(self.conv, self.norm))
 
 
@@ -194,9 +192,16 @@ class ChunkConv(nn.Module):
         return torch.cat((self.conv_i(i), self.conv_s(s), self.conv_m(m), self.conv_l(l)), dim=1)
 
     @torch.no_grad()
-    def fuse_branches(self, scale: Tensor, shift: Tensor) -> None:
-        """Level 1 in place: RepDWConv* -> one conv each, and the per-channel affine that follows
-        the mixer (the block's BatchNorm) folded into the four chunks."""
+    def fuse_branches(self, scale: Optional[Tensor] = None, shift: Optional[Tensor] = None) -> None:
+        """Level 1 in place: RepDWConv* -> one conv each. With ``scale``/``shift`` (the per-channel
+        affine of the BatchNorm that follows the mixer) that affine is folded into the four chunks
+        too, and the identity chunk becomes a DW 1x1 conv ``conv_i``; without, the identity chunk is
+        passed through (the official fused layout)."""
+        if scale is None:
+            for name in ('conv_s', 'conv_m'):
+                kernel, bias, template = _kernel_bias(getattr(self, name))
+                setattr(self, name, make_conv(template, kernel, bias))
+            return
         s_i, s_s, s_m, s_l = scale.chunk(4)
         t_i, t_s, t_m, t_l = shift.chunk(4)
         hidden = s_i.numel()
@@ -242,10 +247,14 @@ class CopyConv(nn.Module):
         return torch.cat((self.conv_s(x), self.conv_m(x)), dim=1)
 
     @torch.no_grad()
-    def fuse_branches(self, scale: Tensor, shift: Tensor) -> None:
-        for name, sc, sh in zip(('conv_s', 'conv_m'), scale.chunk(2), shift.chunk(2)):
+    def fuse_branches(self, scale: Optional[Tensor] = None, shift: Optional[Tensor] = None) -> None:
+        """Level 1 in place: each RepDWConv* -> one conv, with the following affine folded in if given."""
+        affines = zip(scale.chunk(2), shift.chunk(2)) if scale is not None else [(None, None)] * 2
+        for name, (sc, sh) in zip(('conv_s', 'conv_m'), affines):
             kernel, bias, template = _kernel_bias(getattr(self, name))
-            setattr(self, name, make_conv(template, *fold_following_affine(kernel, bias, sc, sh)))
+            if sc is not None:
+                kernel, bias = fold_following_affine(kernel, bias, sc, sh)
+            setattr(self, name, make_conv(template, kernel, bias))
 
     @torch.no_grad()
     def single_branch(self) -> 'CopyConvSingle':
@@ -325,8 +334,9 @@ class MetaNeXtBlock(nn.Module):
     def __init__(self, channels: int, mlp_ratio: int = MLP_RATIO, drop_path: float = 0.0,
                  single_branch: bool = False):
         super().__init__()
+        self.channels, self.single_branch = channels, single_branch
         self.token_mixer = (SingleBranchDWConv(channels) if single_branch else ChunkConv(channels))
-        self.norm = nn.BatchNorm2d(channels)
+        self.norm = nn.BatchNorm2d(channels, eps=BN_EPS)
         self.channel_mixer = mlp(channels, channels * mlp_ratio)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -340,8 +350,9 @@ class Downsample(nn.Module):
     def __init__(self, channels: int, mlp_ratio: int = MLP_RATIO, single_branch: bool = False):
         super().__init__()
         out = 2 * channels
+        self.channels, self.single_branch = out, single_branch
         self.token_mixer = CopyConvSingle(channels) if single_branch else CopyConv(channels)
-        self.norm = nn.BatchNorm2d(out)
+        self.norm = nn.BatchNorm2d(out, eps=BN_EPS)
         self.channel_mixer = mlp(out, out * mlp_ratio)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -367,16 +378,15 @@ def _fold_norm_into_mixer(unit: nn.Module) -> None:
     unit.norm = nn.Identity()
 
 
-class RepNeXtStage(nn.Module):
+class RepNeXtStage(nn.Sequential):
+    """``downsample`` (``nn.Identity`` in stage 0) then ``blocks``."""
+
     def __init__(self, in_chs: int, out_chs: int, depth: int, drop_paths: Sequence[float],
                  downsample: bool, single_branch: bool):
         super().__init__()
         self.downsample = Downsample(in_chs, single_branch=single_branch) if downsample else nn.Identity()
         self.blocks = nn.Sequential(*[MetaNeXtBlock(out_chs, drop_path=drop_paths[j], single_branch=single_branch)
                                       for j in range(depth)])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(self.downsample(x))
 
 
 class RepNeXtStem(nn.Module):
@@ -411,13 +421,13 @@ class RepNeXt(RepBackbone):
         norm_cfg: mm-style ``dict(type='BN'|'SyncBN', eps=.., momentum=..)`` for every BatchNorm.
     """
     arch_settings = ARCHS
-    arch_aliases = _aliases()
+    arch_aliases = ALIASES
 
     def __init__(self, arch: str = 'M3', out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
                  norm_eval: bool = False, deploy: bool = False, single_branch: bool = False,
                  drop_path_rate: float = 0.0, norm_cfg: Optional[dict] = None, init_cfg: Optional[dict] = None,
-                 in_channels: int = 3):
-        super().__init__(out_indices, frozen_stages, norm_eval, deploy, init_cfg)
+                 in_channels: int = 3, with_cp: bool = False):
+        super().__init__(out_indices, frozen_stages, norm_eval, deploy, init_cfg, with_cp)
         self.arch = self.resolve_arch(arch)
         spec = ARCHS[self.arch]
         self.single_branch = bool(single_branch or spec.single_branch)
@@ -450,12 +460,12 @@ class RepNeXt(RepBackbone):
         return units
 
     def _reparameterize(self) -> None:
+        """Order matters here, unlike in the default walk: each ``norm`` BN is folded into its token
+        mixer *while* the mixer's branches are merged (the affine is split across the four chunks /
+        two halves), before the walk turns ConvNorms and the head into plain layers."""
         for unit in self._units():
             _fold_norm_into_mixer(unit)
-        for parent in list(self.modules()):
-            for child_name, child in list(parent.named_children()):
-                if isinstance(child, ConvNorm):
-                    setattr(parent, child_name, child.fused())
+        super()._reparameterize()
         if self.single_branch:
             self._level2()
 
@@ -487,54 +497,41 @@ class RepNeXt(RepBackbone):
                                    f"('stem.stem.0...', '...channel_mixer.0...'); first keys: {keys[:5]}")
 
     def convert_state_dict(self, state_dict: Dict[str, Tensor], form: str) -> Dict[str, Tensor]:
-        """The official fused layout (``model.fuse()``) keeps every ``norm`` BatchNorm and has no
-        ``conv_i``: fold those norms the way ``switch_to_deploy`` does, on the state dict."""
+        """The official fused layout (``model.fuse()``, see :func:`official_fuse`) keeps every
+        ``norm`` BatchNorm and has no ``conv_i``: each such unit is loaded into modules of that layout
+        and its norm folded by the same code as ``switch_to_deploy``."""
         if form == 'deploy':
-            for name, unit in self._unit_names():
-                _fold_norm_in_state_dict(state_dict, name, unit)
+            for name, unit in self.named_modules():
+                if isinstance(unit, (MetaNeXtBlock, Downsample)) and f'{name}.norm.running_mean' in state_dict:
+                    _fold_official_unit(state_dict, f'{name}.', unit)
         return state_dict
-
-    def _unit_names(self) -> List[Tuple[str, nn.Module]]:
-        names = {id(u): None for u in self._units()}
-        return [(n, m) for n, m in self.named_modules() if id(m) in names]
 
 
 @torch.no_grad()
-def _fold_norm_in_state_dict(sd: Dict[str, Tensor], name: str, unit: nn.Module) -> None:
-    norm_key = f'{name}.norm.running_mean'
-    if norm_key not in sd:
-        return
-    eps = 1e-5
-    scale, shift = affine_from_stats(sd.pop(norm_key), sd.pop(f'{name}.norm.running_var'),
-                                     sd.pop(f'{name}.norm.weight', None), sd.pop(f'{name}.norm.bias', None), eps)
-    sd.pop(f'{name}.norm.num_batches_tracked', None)
-    tm = f'{name}.token_mixer'
+def official_fuse(module: nn.Module) -> nn.Module:
+    """In place, what the official RepNeXt ``model.fuse()`` produces (on any module holding RepNeXt
+    parts): branches merged per chunk, ConvNorms and the distillation head fused, the ``norm`` BN
+    after each token mixer kept, the identity chunk passed through (no ``conv_i``). Exact; used to
+    read official fused files and by the benchmark as the upstream baseline. Returns ``module``."""
+    for unit in [m for m in module.modules() if isinstance(m, (MetaNeXtBlock, Downsample))]:
+        if isinstance(unit.token_mixer, (ChunkConv, CopyConv)):
+            unit.token_mixer.fuse_branches()
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, (ConvNorm, DistillationHead)):
+                setattr(parent, name, child.fuse())
+    return module
 
-    def fold(prefix: str, sc: Tensor, sh: Tensor) -> None:
-        weight, bias = sd[f'{prefix}.weight'], sd.get(f'{prefix}.bias')
-        sd[f'{prefix}.weight'], sd[f'{prefix}.bias'] = fold_following_affine(weight, bias, sc, sh)
 
-    if f'{tm}.conv_l.1.weight' in sd:                 # ChunkConv, official level-1 layout
-        (s_i, s_s, s_m, s_l), (t_i, t_s, t_m, t_l) = scale.chunk(4), shift.chunk(4)
-        if f'{tm}.conv_i.weight' not in sd:
-            sd[f'{tm}.conv_i.weight'] = s_i.reshape(-1, 1, 1, 1).clone()
-            sd[f'{tm}.conv_i.bias'] = t_i.clone()
-        else:
-            fold(f'{tm}.conv_i', s_i, t_i)
-        fold(f'{tm}.conv_s', s_s, t_s)
-        fold(f'{tm}.conv_m', s_m, t_m)
-        fold(f'{tm}.conv_l.1', s_l, t_l)
-    elif f'{tm}.conv_s.weight' in sd:                 # CopyConv
-        fold(f'{tm}.conv_s', scale.chunk(2)[0], shift.chunk(2)[0])
-        fold(f'{tm}.conv_m', scale.chunk(2)[1], shift.chunk(2)[1])
-    elif f'{tm}.weight' in sd:                        # single-branch mixer (E form)
-        mixer = unit.token_mixer
-        if isinstance(mixer, CopyConvSingle) and mixer.cat_order:
-            order = _interleave_index(scale.numel(), scale.device)
-            scale, shift = scale[order], shift[order]
-        fold(tm, scale, shift)
-        if f'{tm}.border' in sd:
-            sd[f'{tm}.border'] = sd[f'{tm}.border'] * scale.reshape(-1, 1, 1, 1)
+def _fold_official_unit(state_dict: Dict[str, Tensor], prefix: str, unit: nn.Module) -> None:
+    """Fold the kept ``norm`` of one block / downsample of an official fused file, in the state dict."""
+    twin = (MetaNeXtBlock(unit.channels, single_branch=unit.single_branch) if isinstance(unit, MetaNeXtBlock)
+            else Downsample(unit.channels // 2, single_branch=unit.single_branch))
+    official_fuse(twin)
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    twin.load_state_dict({k[len(prefix):]: state_dict.pop(k) for k in keys})
+    _fold_norm_into_mixer(twin)
+    state_dict.update({prefix + k: v for k, v in twin.state_dict().items()})
 
 
 # -- classifier ------------------------------------------------------------------------------------------
@@ -543,7 +540,7 @@ class NormLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
-        self.norm = nn.BatchNorm1d(in_features)
+        self.norm = nn.BatchNorm1d(in_features, eps=BN_EPS)
         self.linear = nn.Linear(in_features, out_features)
         nn.init.trunc_normal_(self.linear.weight, std=0.02)
         nn.init.zeros_(self.linear.bias)
@@ -573,7 +570,8 @@ class DistillationHead(nn.Module):
         return (x1 + x2) / 2
 
     @torch.no_grad()
-    def fused(self) -> nn.Linear:
+    def fuse(self) -> nn.Linear:
+        """The single ``nn.Linear`` equal to the eval-mode mean of both heads."""
         (w1, b1), (w2, b2) = self.head.kernel_bias(), self.head_dist.kernel_bias()
         linear = nn.Linear(w1.shape[1], w1.shape[0]).to(w1)
         linear.weight.copy_((w1 + w2) / 2)
@@ -582,18 +580,20 @@ class DistillationHead(nn.Module):
 
 
 @register_classifier('RepNeXt')
-class RepNeXtClassifier(RepNeXt):
+class RepNeXtClassifier(ClassifierForm, RepNeXt):
     """The ImageNet classifier: backbone -> global average pool -> dropout -> distillation head.
     Keys equal the official checkpoints'; fusion also turns the two heads into one ``nn.Linear``
-    (``head.weight`` / ``head.bias``, as the official fused model)."""
+    (``head.weight`` / ``head.bias``, as the official fused model: ``DistillationHead.fuse``)."""
 
     def __init__(self, arch: str = 'M0', num_classes: int = 1000, distillation: bool = True,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, deploy: bool = False,
-                 single_branch: bool = False, init_cfg: Optional[dict] = None):
+                 single_branch: bool = False, init_cfg: Optional[dict] = None, in_channels: int = 3):
         super().__init__(arch, out_indices=(3,), deploy=False, single_branch=single_branch,
-                         drop_path_rate=drop_path_rate, init_cfg=init_cfg)
+                         drop_path_rate=drop_path_rate, init_cfg=init_cfg, in_channels=in_channels)
         self.drop_rate = drop_rate
-        self.head = DistillationHead(self.feature_info[-1]['num_chs'], num_classes, distillation)
+        self.distillation = distillation
+        self.num_features = self.feature_info[-1]['num_chs']
+        self.reset_classifier(num_classes)
         if deploy:
             self.switch_to_deploy()
 
@@ -601,12 +601,21 @@ class RepNeXtClassifier(RepNeXt):
     def is_head_key(key: str) -> bool:
         return False
 
-    def _reparameterize(self) -> None:
-        super()._reparameterize()
-        if isinstance(self.head, DistillationHead):
-            self.head = self.head.fused()
-
-    def forward(self, x: Tensor):
-        (x,) = super().forward(x)
+    def forward_head(self, x: Tensor, pre_logits: bool = False):
         x = F.dropout(x.mean((2, 3)), p=self.drop_rate, training=self.training)
-        return self.head(x)
+        return x if pre_logits else self.head(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new head for ``num_classes`` (0: identity): distillation head, or one Linear once fused."""
+        if global_pool not in (None, 'avg'):
+            raise ValueError(f"only global_pool='avg' is supported, got {global_pool!r}")
+        self.num_classes = num_classes
+        if not num_classes:
+            self.head = nn.Identity()
+        elif self.deploy:
+            self.head = nn.Linear(self.num_features, num_classes)
+        else:
+            self.head = DistillationHead(self.num_features, num_classes, self.distillation)

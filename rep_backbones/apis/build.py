@@ -1,7 +1,5 @@
-"""Build a whole mmdet / mmseg model from a config, for tools (export, benchmark, complexity).
-
-Kept small and self-contained on purpose: tools import :func:`build_model_from_config` and
-:class:`TensorModeWrapper` and nothing else from here.
+"""Build models for the tools (export, benchmark, complexity, fuse_checkpoint): a whole mmdet /
+mmseg model from a config, or a bare backbone / classifier from a ``NAME[:ARCH]`` spec.
 
 * The registry scope (``mmdet`` or ``mmseg``) comes from ``cfg.default_scope``; a config without
   one (e.g. a bare ``_base_/models/*.py``) may name it with ``scope=`` or through a
@@ -12,10 +10,14 @@ Kept small and self-contained on purpose: tools import :func:`build_model_from_c
 from __future__ import annotations
 
 import importlib
-from typing import Optional, Sequence, Tuple, Union
+import os
+from typing import Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import Tensor, nn
+
+from rep_backbones.models import BACKBONES
+from rep_backbones.models.zoo import default_arch
 
 NO_CHECKPOINT = (None, '', 'none', 'None', 'NONE')
 
@@ -64,7 +66,7 @@ def build_model_from_config(config, checkpoint: Optional[str] = None, device: Un
     model_cfg = cfg.model
     if backbone is not None:
         model_cfg.backbone = dict(backbone)
-        probe = _probe_backbone(backbone)
+        probe = build_from_spec({k: v for k, v in backbone.items() if k != 'init_cfg'})
         neck = model_cfg.get('neck')
         if isinstance(neck, dict) and 'in_channels' in neck:
             neck.in_channels = list(probe.out_channels)
@@ -86,19 +88,44 @@ def build_model_from_config(config, checkpoint: Optional[str] = None, device: Un
     return model.to(device).eval()
 
 
-def _probe_backbone(backbone: dict) -> nn.Module:
-    from rep_backbones.models import build_backbone
-    kwargs = {k: v for k, v in backbone.items() if k not in ('type', 'init_cfg')}
-    return build_backbone(backbone['type'], **kwargs)
+def parse_backbone_spec(spec: str, table: Optional[Mapping[str, Type[nn.Module]]] = None,
+                        fill_default: bool = False) -> dict:
+    """``'RepGhostNet:1.0x'`` -> ``dict(type='RepGhostNet', arch='1.0x')``; the one parser of the
+    ``NAME[:ARCH]`` specs that the tools take.
+
+    ``table`` is the name -> class table the name must be in (default
+    ``rep_backbones.models.BACKBONES``; ``CLASSIFIERS`` for classifiers). Without ``:ARCH`` the dict
+    has no ``arch`` (the class default applies) unless ``fill_default``, which writes that default
+    in. The arch itself is checked by the class when it is built (its error lists the variants).
+    """
+    table = BACKBONES if table is None else table
+    name, _, arch = str(spec).strip().partition(':')
+    if name not in table:
+        raise ValueError(f'{spec!r}: unknown name {name!r}; expected NAME[:ARCH] with NAME one of: '
+                         f'{", ".join(sorted(table))}')
+    if not arch and fill_default:
+        arch = default_arch(table[name]) or ''
+    return dict(type=name, arch=arch) if arch else dict(type=name)
 
 
-def parse_backbone_spec(spec: str) -> dict:
-    """``'RepGhostNet:1.0x'`` -> ``dict(type='RepGhostNet', arch='1.0x')`` (arch optional)."""
-    name, _, arch = spec.partition(':')
-    out = dict(type=name)
-    if arch:
-        out['arch'] = arch
-    return out
+def is_backbone_spec(text: str) -> bool:
+    """Whether ``text`` names a registered backbone (``NAME[:ARCH]``) rather than a config file."""
+    if os.path.exists(text):
+        return False
+    try:
+        parse_backbone_spec(text)
+    except ValueError:
+        return False
+    return True
+
+
+def build_from_spec(spec: Union[str, dict], table: Optional[Mapping[str, Type[nn.Module]]] = None,
+                    **kwargs) -> nn.Module:
+    """The eval-mode model of a ``NAME[:ARCH]`` spec (or its parsed dict) from ``table``
+    (default ``BACKBONES``); ``kwargs`` go to the class."""
+    table = BACKBONES if table is None else table
+    cfg = parse_backbone_spec(spec, table) if isinstance(spec, str) else dict(spec)
+    return table[cfg.pop('type')](**cfg, **kwargs).eval()
 
 
 def flatten_outputs(out) -> Tuple[Tensor, ...]:
@@ -149,19 +176,9 @@ class TensorModeWrapper(nn.Module):
         return flatten_outputs(out)
 
 
-def model_input_channels(model: nn.Module, default: int = 3) -> int:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.in_channels
-    return default
-
-
-def backbone_of(model: nn.Module) -> nn.Module:
-    return getattr(model, 'backbone', model)
-
-
-def shape_tuple(shape: Sequence[int]) -> Tuple[int, int]:
-    shape = tuple(int(s) for s in shape)
+def shape_tuple(shape: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    """``H`` or ``(H,)`` -> ``(H, H)``; ``(H, W)`` -> ``(H, W)`` (what ``--shape H [W]`` gives)."""
+    shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
     if len(shape) == 1:
         return shape[0], shape[0]
     if len(shape) == 2:

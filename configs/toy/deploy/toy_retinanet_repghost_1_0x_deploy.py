@@ -1,0 +1,4 @@
+# Deploy form of configs/toy/toy_retinanet_repghost_1_0x.py: the backbone is built fused (deploy=True), for the
+# checkpoint written by `tools/fuse_checkpoint.py configs/toy/toy_retinanet_repghost_1_0x.py TRAINED.pth FUSED.pth`.
+_base_ = ['../toy_retinanet_repghost_1_0x.py']
+model = dict(backbone=dict(deploy=True))

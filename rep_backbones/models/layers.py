@@ -1,0 +1,103 @@
+"""Layers shared by several family files: BatchNorm eps, conv -> BN -> act, the official classifier head."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..reparam import bn_branch, conv_bn_branch, is_norm, make_conv, merge_branches
+
+# Every family's BatchNorm eps (PyTorch's default; the official checkpoints were trained with it).
+BN_EPS = 1e-5
+
+
+class ConvNormAct(nn.Module):
+    """k x k conv (no bias) -> BN -> optional ReLU, with the official key names: ``conv`` and
+    ``bn1`` (timm's ConvBnAct) or ``bn`` (``norm_name='bn'``, timm's ConvNormAct inside UIBs).
+
+    Plain ``BatchNorm2d`` + separate activation: timm's ``BatchNormAct2d`` keeps the activation
+    inside the norm layer, which a SyncBatchNorm conversion would silently drop.
+
+    ``rep_bn=True`` (stride-1 depthwise convs only) adds RepGhost's BN-only branch on the input,
+    summed with the conv's output before the activation. ``switch_to_deploy()`` folds the BN (and
+    that branch) into one biased conv: keys become ``conv.{weight,bias}``.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel: int = 1, stride: int = 1, groups: int = 1,
+                 act: bool = True, norm_name: str = 'bn1', rep_bn: bool = False):
+        super().__init__()
+        if rep_bn and not (stride == 1 and groups == in_chs == out_chs):
+            raise ValueError('a BN-only branch needs a stride-1 depthwise conv')
+        self.norm_name = norm_name
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride, kernel // 2, groups=groups, bias=False)
+        setattr(self, norm_name, nn.BatchNorm2d(out_chs, eps=BN_EPS))
+        self.rep_bn = nn.BatchNorm2d(in_chs, eps=BN_EPS) if rep_bn else None
+        self.act = nn.ReLU(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = getattr(self, self.norm_name)(self.conv(x))
+        if self.rep_bn is not None:
+            y = y + self.rep_bn(x)
+        return self.act(y)
+
+    def folded_pairs(self):
+        return [('conv', self.norm_name)]
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        norm = getattr(self, self.norm_name)
+        if not is_norm(norm):
+            return
+        branches = [conv_bn_branch(self.conv, norm)]
+        if self.rep_bn is not None:
+            branches.append(bn_branch(self.rep_bn, groups=self.conv.groups))
+        self.conv = make_conv(self.conv, *(t.detach().clone() for t in merge_branches(branches)))
+        setattr(self, self.norm_name, nn.Identity())
+        self.rep_bn = None
+
+    reparameterize = switch_to_deploy
+
+
+class ClassifierForm:
+    """timm's classifier interface for the classifier forms (mixed in before the backbone class):
+    ``forward(x) = forward_head(forward_features(x))``; ``forward_features`` is the backbone's last
+    map ``[N, C, H, W]``, ``forward_head(x, pre_logits)`` the family's head, plus
+    ``get_classifier`` / ``reset_classifier`` and ``num_classes`` / ``num_features``."""
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        (x,) = super().forward(x)   # the backbone's forward (next in the MRO), out_indices = (last,)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class OfficialClassifierHead(ClassifierForm):
+    """The RepGhost-style ImageNet head: GAP -> 1x1 conv to ``hidden`` *with bias* (no BN) -> ReLU
+    -> dropout -> Linear. A mixin of the classifier forms: the layers are the classifier's own
+    attributes (official keys ``conv_head``, ``classifier``); call :meth:`init_head` from the classifier's ``__init__`` and
+    :meth:`head_forward` on the last feature map."""
+
+    def init_head(self, in_chs: int, num_classes: int, drop_rate: float, hidden: int = 1280) -> None:
+        self.drop_rate = drop_rate
+        self.conv_head = nn.Conv2d(in_chs, hidden, 1, bias=True)
+        self.act2 = nn.ReLU(inplace=True)
+        self.num_features = hidden
+        self.reset_classifier(num_classes)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.act2(self.conv_head(F.adaptive_avg_pool2d(x, 1)))
+        x = F.dropout(torch.flatten(x, 1), p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.classifier(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """New ``classifier`` Linear for ``num_classes`` (0: identity); only average pooling exists."""
+        if global_pool not in (None, 'avg'):
+            raise ValueError(f"only global_pool='avg' is supported, got {global_pool!r}")
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()

@@ -1,0 +1,97 @@
+"""The classifier forms as timm models: ``timm.create_model('repnext_m3')`` after ``import rep_backbones``.
+
+Registered: every variant of the families timm does not have — ``repghostnetv2_{s,m,l}``,
+``repnext_m{0..5}``, ``repnext_m{0,1,2}e``, ``repmobile_{s,m,l}``. timm's own ``repghostnet_*`` and
+``mobilenetv4_conv_*`` are left alone (the mm backbones accept those names as ``arch``).
+
+Each ``pretrained_cfg`` names the official release file (``url`` where the release has a direct link,
+``file_name``, the EMA / wrapper key the file keeps its weights under, mean/std, input size, classifier
+name; the file name and wrapper key are in ``notes``), so ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))`` loads a
+downloaded copy: the file is unwrapped and converted with the package's own loader (official key
+layouts included). ``features_only=True`` returns the same maps as the mm backbone (the deepest block
+at strides 4/8/16/32), and ``timm.utils.model.reparameterize_model`` fuses (the package's protocol).
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from . import checkpoint as ckpt
+from .models.repghostnetv2 import SPECS, RepGhostNetV2Classifier
+from .models.repmobile import ARCHS as REPMOBILE_ARCHS
+from .models.repmobile import RepMobileClassifier
+from .models.repnext import ARCHS as REPNEXT_ARCHS
+from .models.repnext import RepNeXtClassifier
+
+REPNEXT_RELEASE = 'https://github.com/suous/RepNeXt/releases/download/v1.0'
+
+
+def _cfg(file_name: str = '', url: str = '', input_size: int = 224, key: str = '', classifier: str = 'classifier',
+         origin: str = '', license: str = '') -> dict:
+    """timm ``PretrainedCfg`` fields; the release file's name and wrapper key go in ``notes``."""
+    notes = (f'release file: {file_name}', f"weights under the {key!r} key (EMA: none released)") if file_name else ()
+    return dict(url=url or None, num_classes=1000, input_size=(3, input_size, input_size), pool_size=(7, 7),
+                crop_pct=0.875, interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                first_conv='', classifier=classifier, origin_url=origin, license=license, notes=notes)
+
+
+# name -> (classifier class, arch, pretrained_cfg)
+MODELS: Dict[str, tuple] = {}
+for _arch, _spec in SPECS.items():
+    # The RepGhostNetV2 repository has released no weights (its readme: "TODO: release checkpoints").
+    MODELS[f'repghostnetv2_{_arch.lower()}'] = (RepGhostNetV2Classifier, _arch, _cfg(
+        input_size=_spec.img_size, origin='https://github.com/ChengpengChen/RepGhostNetV2', license='mit'))
+for _arch in REPNEXT_ARCHS:
+    _file = f'repnext_{_arch.lower()}_distill_300e.pth'
+    _released = not _arch.endswith('E')           # release v1.0 has the M0-M5 distilled checkpoints
+    MODELS[f'repnext_{_arch.lower()}'] = (RepNeXtClassifier, _arch, _cfg(
+        file_name=_file if _released else '', url=f'{REPNEXT_RELEASE}/{_file}' if _released else '',
+        key='model' if _released else '', classifier='head', origin='https://github.com/suous/RepNeXt',
+        license='apache-2.0'))
+for _arch in REPMOBILE_ARCHS:
+    # The RepMobile repository links its ImageNet weights from its readme (no direct release URL).
+    MODELS[f'repmobile_{_arch.lower()}'] = (RepMobileClassifier, _arch, _cfg(
+        file_name=f'RepMobile_{_arch}.pth', key='model', classifier='classifier.classifier',
+        origin='https://github.com/zhanghao5201/RepMobile', license='none stated by the repository'))
+
+default_cfgs = generate_default_cfgs({name: cfg for name, (_, _, cfg) in MODELS.items()})
+
+
+def _load_filter(state_dict, model):
+    """timm hands over what its loader found (EMA weights preferred): unwrap once more if the file
+    nests it, then the package's form check and official-layout conversion (``_conform``)."""
+    state_dict, _ = ckpt.unwrap_state_dict(state_dict)
+    return model._conform(ckpt.strip_prefixes(state_dict), 'pretrained file')
+
+
+def _create(name: str, pretrained: bool = False, **kwargs):
+    cls, arch, _ = MODELS[name]
+
+    def build(in_chans: int = 3, **model_kwargs):     # timm's argument names -> the classifier's
+        if cls is RepNeXtClassifier:
+            # timm's convention for distilled models (LeViT, RepViT): one output in training too,
+            # unless asked for (the official training returns (head, head_dist) for the distillation loss).
+            model_kwargs.setdefault('distillation', False)
+        return cls(arch=arch, in_channels=in_chans, **model_kwargs)
+
+    out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
+    # timm's FeatureListNet finds the feature_info modules among the model's children, with the top-level
+    # nn.Sequential containers unrolled once: 'blocks.0' / 'stages.0' need that, RepMobile's 'layer0' not.
+    flatten = cls is not RepMobileClassifier
+    return build_model_with_cfg(build, name, pretrained, pretrained_filter_fn=_load_filter,
+                                feature_cfg=dict(flatten_sequential=flatten, out_indices=out_indices), **kwargs)
+
+
+def _register(name: str) -> None:
+    def entry(pretrained: bool = False, **kwargs):
+        return _create(name, pretrained, **kwargs)
+    entry.__name__ = name
+    entry.__doc__ = f'{MODELS[name][0].__name__}(arch={MODELS[name][1]!r}) as a timm model.'
+    entry.__module__ = __name__
+    register_model(entry)
+
+
+for _name in MODELS:
+    _register(_name)

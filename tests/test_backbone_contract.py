@@ -1,0 +1,116 @@
+"""The contract every registered backbone variant keeps (family files test only their own math and
+checkpoint layouts): variant names, out_indices, frozen_stages, norm_eval, with_cp, wrong-form
+checkpoints, and one fused model whichever entry point fuses it — ``rep_backbones.fuse``,
+``switch_to_deploy()`` or ``timm.utils.model.reparameterize_model`` — equal to the training form in
+eval mode at an odd input size with non-trivial BN statistics, with no BatchNorm left."""
+import copy
+
+import pytest
+import torch
+from timm.utils.model import reparameterize_model
+
+import rep_backbones
+from rep_backbones.checkpoint import CheckpointError
+from rep_backbones.models import BACKBONES
+
+from .helpers import assert_fusion_exact, calibrate_bn, count_norms, randomize_bn
+
+VARIANTS = [(name, arch) for name, cls in sorted(BACKBONES.items()) for arch in cls.arch_settings]
+IDS = [f'{n}-{a}' for n, a in VARIANTS]
+SMALL_ODD = (67, 75)
+
+
+def _build(name, arch, **kwargs):
+    return BACKBONES[name](arch=arch, **kwargs)
+
+
+def _nontrivial_bn(model, x):
+    # RepMobile's deep plain stages blow fully random BN statistics up in float32 (see
+    # tests/test_repmobile.py): measured statistics with random affine keep the comparison about the
+    # algebra. Every other family gets fully random statistics.
+    return calibrate_bn(model, x) if type(model).__name__ == 'RepMobile' else randomize_bn(model)
+
+
+@pytest.mark.parametrize('name,arch', VARIANTS, ids=IDS)
+def test_every_fusion_entry_point_gives_the_same_exact_model(name, arch):
+    torch.manual_seed(0)
+    model = _build(name, arch)
+    x = torch.randn(2, 3, *SMALL_ODD)
+    _nontrivial_bn(model, x).eval()
+    by_fuse = rep_backbones.fuse(copy.deepcopy(model))
+    by_switch = copy.deepcopy(model)
+    by_switch.switch_to_deploy()
+    by_timm = reparameterize_model(model)                      # deep copy by default
+    assert not model.deploy and count_norms(model) > 0
+    for fused in (by_fuse, by_switch, by_timm):
+        assert fused.deploy and count_norms(fused) == 0
+        assert fused.state_dict().keys() == by_fuse.state_dict().keys()
+    with torch.no_grad():
+        ref, outs = model(x), [f(x) for f in (by_fuse, by_switch, by_timm)]
+    for out in outs[1:]:                                       # the three entry points: one model
+        assert all(torch.equal(a, b) for a, b in zip(outs[0], out))
+    assert [o.shape for o in outs[0]] == [r.shape for r in ref]
+    assert_fusion_exact(model, by_fuse, x, rep_backbones.fuse)
+    built = _build(name, arch, deploy=True)
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in by_fuse.state_dict().items()}
+    rep_backbones.fuse(by_fuse)                                # fusing twice is a no-op
+    assert by_fuse.state_dict().keys() == built.state_dict().keys()
+
+
+@pytest.mark.parametrize('name,arch', VARIANTS, ids=IDS)
+def test_variant_names_outputs_and_wrong_form_checkpoints(name, arch):
+    cls = BACKBONES[name]
+    assert cls(arch=arch.lower()).arch == arch
+    for alias, target in cls.arch_aliases.items():
+        if target == arch:
+            assert cls(arch=alias.upper()).arch == arch
+    model = cls(arch=arch)
+    n = len(model.feature_info)
+    assert model.out_indices == (0, 1, 2, 3) and model.out_strides == [4, 8, 16, 32]
+    assert model.out_channels == [f['num_chs'] for f in model.feature_info[:4]]
+    with pytest.raises(ValueError, match=rf'out_indices .*out of range.*0..{n - 1}'):
+        cls(arch=arch, out_indices=(0, n))
+    with pytest.raises(ValueError, match='frozen_stages'):
+        cls(arch=arch, frozen_stages=n + 1)
+    deploy = cls(arch=arch, deploy=True)
+    with pytest.raises(CheckpointError, match='train-form checkpoint but the model is in deploy form'):
+        deploy.load_backbone_state_dict(model.state_dict())
+    with pytest.raises(CheckpointError, match='deploy-form checkpoint but the model is in train form'):
+        model.load_backbone_state_dict(deploy.state_dict())
+
+
+FAMILIES = sorted(n for n, cls in BACKBONES.items() if cls.arch_settings)   # TimmRepBackbone: own tests
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_unknown_variant_lists_the_valid_ones(name):
+    cls = BACKBONES[name]
+    with pytest.raises(ValueError, match=rf"unknown arch 'no-such-net'.*{next(iter(cls.arch_settings))!r}"):
+        cls(arch='no-such-net')
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_frozen_stages_norm_eval_and_with_cp(name):
+    torch.manual_seed(0)
+    cls = BACKBONES[name]
+    arch = next(iter(cls.arch_settings))
+    model = cls(arch=arch, frozen_stages=1, norm_eval=True).train()
+    stages = model.feature_stages()
+    for module in (m for modules in stages[:2] for m in modules):
+        assert all(not p.requires_grad for p in module.parameters())
+        assert all(not m.training for m in module.modules())
+    assert all(p.requires_grad for m in stages[2] for p in m.parameters())
+    assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+    # with_cp: the same gradients (train mode, no freezing)
+    plain = cls(arch=arch).train()
+    checkpointed = cls(arch=arch, with_cp=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for net in (plain, checkpointed):
+        sum(o.square().mean() for o in net(x)).backward()
+        grads.append({k: p.grad.clone() for k, p in net.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for key in grads[0]:
+        assert torch.allclose(grads[0][key], grads[1][key], rtol=1e-4, atol=1e-6), key

@@ -1,0 +1,179 @@
+"""Upstream-style fused forms (rep_backbones/apis/upstream_forms.py) and tools/benchmark.py: the
+forms equal the training form and keep exactly the BatchNorms the official converters keep; the
+tool's JSON has the expected columns and is written atomically."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+from timm.models.repghost import RepGhostModule
+
+from rep_backbones.apis import benchmark as bm
+from rep_backbones.apis.upstream_forms import NoUpstreamForm, upstream_fused
+from rep_backbones.models import build_backbone, build_classifier
+from tests.helpers import FUSE_RTOL, count_norms, keys_file, randomize_bn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY = os.path.join(ROOT, 'configs', 'toy')
+CLASSIFIER_HEADS = ('conv_head.', 'classifier.', 'head.')
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('benchmark_tool', os.path.join(ROOT, 'tools', 'benchmark.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+benchmark_tool = _load_tool()
+
+
+def _reference_keys(name: str) -> dict:
+    """``key -> shape`` of an official fused checkpoint, classifier head left out."""
+    out = {}
+    with open(keys_file(name)) as f:
+        for line in f:
+            key, shape = line.strip().split(' ', 1)
+            if not key.startswith(CLASSIFIER_HEADS):
+                out[key] = tuple(int(d) for d in shape.strip('()').split(',') if d.strip())
+    return out
+
+
+def _assert_equal_outputs(model, other, x):
+    with torch.no_grad():
+        ref, out = model(x), other(x)
+    for a, b in zip(ref, out, strict=True):
+        err, scale = (a - b).abs().max().item(), a.abs().max().item()
+        assert err <= FUSE_RTOL * scale, f'max |diff| {err:.3g} > {FUSE_RTOL} * {scale:.3g}'
+
+
+# -- upstream-style forms ----------------------------------------------------------------------
+@pytest.mark.parametrize('arch, keys', [('0.5x', 'repghostnet_0_5x'), ('1.0x', 'repghostnet_1_0x')])
+def test_repghostnet_upstream_form(arch, keys):
+    torch.manual_seed(0)
+    model = randomize_bn(build_backbone('RepGhostNet', arch=arch, out_indices=(0, 1, 2, 3, 4))).eval()
+    before = count_norms(model)
+    upstream = upstream_fused(model)
+    _assert_equal_outputs(model, upstream, torch.randn(1, 3, 67, 93))
+    assert count_norms(model) == before, 'the training form must not be touched'
+    # every conv+BN pair outside the RepGhost modules keeps its BN; each module loses two
+    ghost = sum(isinstance(m, RepGhostModule) for m in model.modules())
+    assert count_norms(upstream) == before - 2 * ghost
+    # the official converter's key layout exactly (48 BNs in 1.0x, as the issue counted)
+    sd = {k: tuple(v.shape) for k, v in upstream.state_dict().items()}
+    assert sd == _reference_keys(f'{keys}.fused_keys.txt')
+    if arch == '1.0x':
+        assert count_norms(upstream) == 48
+
+
+@pytest.mark.parametrize('arch', ['M0', 'M1'])
+def test_repnext_upstream_form(arch):
+    torch.manual_seed(0)
+    model = randomize_bn(build_backbone('RepNeXt', arch=arch)).eval()
+    upstream = upstream_fused(model)
+    _assert_equal_outputs(model, upstream, torch.randn(1, 3, 67, 93))
+    # one standalone norm per block and per downsample survives, nothing else
+    units = [n for n, m in model.named_modules() if hasattr(m, 'token_mixer')]   # blocks and downsamples
+    norms = [n for n, m in upstream.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert sorted(norms) == sorted(f'{u}.norm' for u in units)
+    chunk = upstream.stages[0].blocks[0].token_mixer
+    assert isinstance(chunk.conv_i, torch.nn.Identity)          # identity chunk passed through
+    assert [type(m).__name__ for m in (chunk.conv_s, chunk.conv_m)] == ['Conv2d', 'Conv2d']
+    assert chunk.conv_s.kernel_size == (3, 3) and chunk.conv_m.kernel_size == (7, 7)
+    sd = {k: tuple(v.shape) for k, v in upstream.state_dict().items()}
+    assert sd == _reference_keys(f'repnext_{arch.lower()}.fused_keys.txt')
+    if arch == 'M0':
+        assert count_norms(upstream) == 17
+
+
+def test_repnext_classifier_upstream_form_equal():
+    torch.manual_seed(0)
+    model = randomize_bn(build_classifier('RepNeXt', arch='M0', num_classes=10)).eval()
+    upstream = upstream_fused(model)
+    _assert_equal_outputs(model, upstream, torch.randn(2, 3, 64, 64))
+
+
+@pytest.mark.parametrize('name, arch', [('MobileNetV4', 'S'), ('RepGhostNetV2', 'S'), ('RepMobile', 'S'),
+                                        ('RepNeXt', 'M0E')])
+def test_no_upstream_form(name, arch):
+    with pytest.raises(NoUpstreamForm, match='no (upstream|official) fusion'):
+        upstream_fused(build_backbone(name, arch=arch))
+
+
+def test_upstream_form_refuses_fused_model():
+    with pytest.raises(NoUpstreamForm, match='already fused'):
+        upstream_fused(build_backbone('RepGhostNet', arch='0.5x', deploy=True))
+
+
+# -- the tool ----------------------------------------------------------------------------------
+TINY = ['--shape', '64', '64', '--threads', '1', '--warmup', '1', '--rounds', '2', '--iters', '1']
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_backbone_table_json(tmp_path, restore_threads):
+    rc = benchmark_tool.main(['--backbone', 'RepGhostNet:0.5x', 'MobileNetV4:S', *TINY,
+                              '--out-dir', str(tmp_path), '--name', 'bb'])
+    assert rc == 0
+    data = json.loads((tmp_path / 'bb.json').read_text())
+    assert data['kind'] == 'backbones' and data['settings']['shape'] == [64, 64]
+    got = {(r['model'], r['variant'], r['memory_format']) for r in data['results']}
+    expected = {(m, v, f) for m in ('RepGhostNet:0.5x', 'MobileNetV4:S') for f in ('nchw', 'channels_last')
+                for v in ('train', 'upstream', 'fused')} | {(m, 'ort', 'nchw') for m in ('RepGhostNet:0.5x',
+                                                                                       'MobileNetV4:S')}
+    assert got == expected - {('MobileNetV4:S', 'upstream', f) for f in ('nchw', 'channels_last')}
+    assert any('MobileNetV4' in k and 'no upstream fusion' in v for k, v in data['notes'].items())
+    for r in data['results']:
+        assert r['n'] == 2 and 0 < r['min_ms'] <= r['median_ms'] <= r['p90_ms']
+        assert r['speedup_vs_train'] > 0
+    summary = {(e['model'], e['memory_format']): e for e in data['summary']}
+    rg = summary[('RepGhostNet:0.5x', 'nchw')]
+    rows = {(r['model'], r['variant'], r['memory_format']): r for r in data['results']}
+    assert rg['fused/upstream'] == pytest.approx(rows[('RepGhostNet:0.5x', 'fused', 'nchw')]['median_ms'] /
+                                                 rows[('RepGhostNet:0.5x', 'upstream', 'nchw')]['median_ms'])
+    assert rg['goal'].startswith('fused/upstream') and isinstance(rg['goal_met'], bool)
+    mn = summary[('MobileNetV4:S', 'channels_last')]
+    assert 'fused/upstream' not in mn and mn['goal'].startswith('train/fused') and 'fused/train' in mn
+    assert set(data['fuse_seconds']) == {'RepGhostNet:0.5x', 'MobileNetV4:S'}
+    assert data['environment']['device'] == 'cpu'
+    assert (tmp_path / 'bb.png').stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['bb.json', 'bb.png']   # no temporary files left
+
+
+def test_peak_memory_probe_grows_with_input():
+    """Peak memory, measured in a subprocess per case, sees the activations: batch 2 at 384x384
+    needs more than batch 1 at 32x32 (the fused RepGhostNet 0.5x stem map alone is 9 MiB)."""
+    case = dict(backbone='RepGhostNet:0.5x', variant='fused', memory_format='nchw')
+    small = bm.measure_memory_in_subprocess(case, bm.Settings(shape=(32, 32), batch=1, threads=1), calls=1)
+    large = bm.measure_memory_in_subprocess(case, bm.Settings(shape=(384, 384), batch=2, threads=1), calls=1)
+    assert small['memory_method'] == large['memory_method']
+    assert large['peak_mib'] > small['peak_mib'] + 4, (small, large)
+    assert small['resident_mib'] > 0
+
+
+def test_json_written_atomically(tmp_path, monkeypatch, restore_threads):
+    """A result that cannot be serialised (json.dump fails half-way) leaves the previous file."""
+    (tmp_path / 'run.json').write_text('{"previous": true}')
+    monkeypatch.setattr(benchmark_tool.bm, 'benchmark_backbones',
+                        lambda *a, **k: dict(kind='backbones', results=[{'median_ms': 1.0, 'bad': object()}]))
+    with pytest.raises(TypeError):
+        benchmark_tool.main(['--backbone', 'RepGhostNet:0.5x', *TINY, '--out-dir', str(tmp_path), '--name', 'run'])
+    assert json.loads((tmp_path / 'run.json').read_text()) == {'previous': True}
+    assert [p.name for p in tmp_path.iterdir()] == ['run.json']
+
+
+def test_bad_settings_are_named(tmp_path):
+    with pytest.raises(SystemExit, match='float16 is meant for CUDA'):
+        benchmark_tool.main(['--backbone', 'RepGhostNet:0.5x', '--dtype', 'float16', '--out-dir', str(tmp_path)])
+    with pytest.raises(ValueError, match="unknown name 'NoSuchNet'"):
+        benchmark_tool.main(['--backbone', 'NoSuchNet:1', *TINY, '--out-dir', str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match='no_such_config.py'):
+        benchmark_tool.main(['--configs', 'no_such_config.py', *TINY, '--out-dir', str(tmp_path)])

@@ -1,0 +1,61 @@
+"""tools/demo.py end to end on a tiny schedule (the README's first command minus the environment
+set-up): console progress, the four-form table in the console and in files, the pictures."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tools'))
+
+import demo  # noqa: E402  (tools/demo.py)
+
+FORMS = ['training form', 'fused (RepFuseHook)', 'fused checkpoint, deploy config', 'onnxruntime']
+
+
+def test_main_job_on_a_tiny_schedule(tmp_path):
+    work = tmp_path / 'demo'
+    proc = subprocess.run([sys.executable, 'tools/demo.py', '--work-dir', str(work), '--data-root',
+                           str(tmp_path / 'coco'), '--iters', '2', '--num-train', '8', '--num-val', '4'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    # progress reaches the console: training and test iterations with ETA and time per iteration
+    assert any('Iter(train)' in line and 'eta:' in line and 'time:' in line for line in proc.stdout.splitlines())
+    assert any('Epoch(test)' in line and 'eta:' in line for line in proc.stdout.splitlines())
+    assert (work / 'train.log').stat().st_size > len(proc.stdout) / 10   # the full log is in the file
+
+    results = json.loads((work / 'results.json').read_text())
+    assert [row['form'] for row in results['rows']] == FORMS
+    for row in results['rows']:
+        assert row['latency_ms'] > 0 and 0 <= row['bbox mAP@50'] <= 1
+        assert f'| {row["form"]} |' in proc.stdout and f'| {row["form"]} |' in (work / 'results.md').read_text()
+    # the fused forms compute what the training form computes
+    maps = [row['bbox mAP'] for row in results['rows']]
+    assert max(maps) - min(maps) <= 1e-3
+    for name in ('predictions.png', 'learning_curve.png'):
+        assert (work / name).stat().st_size > 1000
+    assert results['learning_curve']['bbox mAP@50']
+
+
+def test_table_lists_speed_up_against_the_training_form():
+    rows = [dict(form='a', latency_ms=30.0, m=0.5), dict(form='b', latency_ms=15.0, m=0.5)]
+    text = demo.table(rows, ['m'])
+    assert text.splitlines()[2] == '| a | 0.500 | 30.0 | 1.00x |'
+    assert text.splitlines()[3] == '| b | 0.500 | 15.0 | 2.00x |'
+
+
+@pytest.mark.parametrize('argv,message', [(['--iters', '0'], '--iters'), (['--num-val', '0'], '--num-val'),
+                                          (['--model', 'yolo'], 'invalid choice')])
+def test_bad_arguments_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        demo.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_schedule_options_keep_eight_validations():
+    opts = demo.schedule_options(800)
+    assert opts['train_cfg.max_iters'] == '800' and opts['train_cfg.val_interval'] == '100'
+    assert opts['param_scheduler.1.end'] == '800' and int(opts['param_scheduler.0.end']) <= 100

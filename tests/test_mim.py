@@ -1,0 +1,139 @@
+"""The mim model zoo and the packaging: ``model-index.yml`` and ``configs/<family>/metafile.yml`` list
+every family config with numbers this package computes; ``mim search rep_backbones`` finds them from
+the editable install and from a wheel; the wheel carries ``.mim``, the license files and the version
+of ``rep_backbones/version.py``."""
+import glob
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+import yaml
+
+import rep_backbones
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIM = os.path.join(os.path.dirname(sys.executable), 'mim')
+METAFILES = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', 'metafile.yml')))
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location('make_metafiles',
+                                                  os.path.join(ROOT, 'tools', 'analysis', 'make_metafiles.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCRIPT = _load_script()
+
+
+def _models():
+    """name -> (family folder, entry) over every metafile."""
+    out = {}
+    for path in METAFILES:
+        family = os.path.basename(os.path.dirname(path))
+        for entry in yaml.safe_load(open(path))['Models']:
+            assert entry['Name'] not in out, f"{entry['Name']} listed twice"
+            out[entry['Name']] = (family, entry)
+    return out
+
+
+def _search(*args, env=None, cwd=None, tmp_path):
+    """``mim search rep_backbones ARGS --json``: {config id: {field: value}} (empty fields left out)."""
+    out = tmp_path / f'search{len(list(tmp_path.glob("search*.json")))}.json'
+    run = subprocess.run([MIM, 'search', 'rep_backbones', *args, '--json', str(out)], cwd=cwd or str(tmp_path),
+                         env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and out.is_file(), run.stdout + run.stderr
+    rows = {}
+    for field, column in json.load(open(out)).items():   # pandas' to_json: {field: {config id: value}}
+        for name, value in column.items():
+            row = rows.setdefault(name, {})
+            if value is not None:
+                row[field] = value
+    return rows
+
+
+def test_model_index_imports_every_metafile():
+    index = yaml.safe_load(open(os.path.join(ROOT, 'model-index.yml')))
+    assert sorted(index['Import']) == [os.path.relpath(p, ROOT).replace(os.sep, '/') for p in METAFILES]
+    assert set(SCRIPT.FAMILIES) <= {os.path.basename(os.path.dirname(p)) for p in METAFILES}
+
+
+def test_metafiles_list_every_family_training_config():
+    models = _models()
+    for family in SCRIPT.FAMILIES:
+        listed = sorted(os.path.join(ROOT, e['Config']) for f, e in models.values() if f == family)
+        assert listed == [str(p) for p in SCRIPT.training_configs(family)], family
+    for name, (family, entry) in models.items():
+        assert entry['Config'] == f'configs/{family}/{name}.py'
+        assert entry['In Collection'] == SCRIPT.FAMILIES[family]['Name']
+        # a paper's number is marked as such; a config with no published run has none
+        assert ('Results' in entry) == (entry['Metadata'].get('Results Source') == SCRIPT.RESULTS_SOURCE)
+    for path in METAFILES:
+        for collection in yaml.safe_load(open(path))['Collections']:
+            assert os.path.isfile(os.path.join(ROOT, collection['README'])), collection['README']
+
+
+@pytest.mark.parametrize('name', ['retinanet_repghostnet-1.0x_fpn_1x_coco', 'fpn_repmobile-l_8xb4-40k_ade20k-512x512'])
+def test_metafile_entry_is_what_the_script_computes(name):
+    """The numbers in the metafile are the ones the script counts now (re-run it after a change)."""
+    torch.manual_seed(0)   # the backbones are built with random weights (only their shapes count)
+    family, entry = _models()[name]
+    path = os.path.join(ROOT, entry['Config'])
+    expected = SCRIPT.model_entry(SCRIPT.Path(path), SCRIPT.FAMILIES[family]['Name'], SCRIPT.FAMILIES[family]['Pretrained'])
+    assert entry == expected
+
+
+@pytest.mark.skipif(not os.path.exists(MIM), reason='openmim not installed')
+def test_mim_search_from_the_editable_install(tmp_path):
+    """The editable install's .mim/model-index.yml imports the checkout's: every model is listed, and
+    mim's filters work on the fields (paper numbers under coco/..., ade20k/...)."""
+    import mim.utils
+    installed = mim.utils.get_installed_path('rep_backbones')
+    assert os.path.isfile(os.path.join(installed, '.mim', 'model-index.yml')), \
+        f'{installed}/.mim has no model-index.yml: re-install (pip install --no-deps --no-build-isolation -e .)'
+    models = _models()
+    found = _search(tmp_path=tmp_path)
+    assert set(found) == set(models)
+    repnext = _search('--model', 'repnext', '--field', 'coco/box_ap', 'coco/mask_ap', 'weight', tmp_path=tmp_path)
+    assert set(repnext) == {n for n, (f, _) in models.items() if f == 'repnext'}
+    mask_m3 = repnext['mask-rcnn_repnext-m3_fpn_1x_coco']
+    assert set(mask_m3) == {'coco/box_ap', 'coco/mask_ap', 'weight'}
+    assert mask_m3['coco/box_ap'] == models['mask-rcnn_repnext-m3_fpn_1x_coco'][1]['Results'][0]['Metrics']['box AP']
+
+
+@pytest.mark.skipif(not os.path.exists(MIM), reason='openmim not installed')
+def test_wheel_carries_the_zoo_and_mim_finds_it(tmp_path):
+    left_over = [p for p in ('build', 'rep_backbones.egg-info') if not os.path.exists(os.path.join(ROOT, p))]
+    try:
+        subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', ROOT,
+                        '-w', str(tmp_path / 'whl')], check=True, capture_output=True, timeout=300)
+    finally:   # setuptools builds in the checkout; leave it as it was
+        for p in left_over:
+            shutil.rmtree(os.path.join(ROOT, p), ignore_errors=True)
+    wheel = next((tmp_path / 'whl').glob('rep_backbones-*.whl'))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    dist_info = f'rep_backbones-{rep_backbones.__version__}.dist-info'
+    assert wheel.name.startswith(f'rep_backbones-{rep_backbones.__version__}-')
+    assert {f'{dist_info}/licenses/LICENSE', f'{dist_info}/licenses/NOTICE', 'rep_backbones/version.py',
+            'rep_backbones/.mim/model-index.yml', 'rep_backbones/.mim/configs/mask_rcnn_repghost_1_3x.py',
+            'rep_backbones/.mim/tools/train.py'} <= names
+    for path in METAFILES:
+        rel = os.path.relpath(path, os.path.join(ROOT, 'configs')).replace(os.sep, '/')
+        assert f'rep_backbones/.mim/configs/{rel}' in names
+
+    target = tmp_path / 'site'
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    env = {'PYTHONPATH': str(target)}
+    where = subprocess.run([sys.executable, '-c', 'from mim.utils import get_installed_path as g; '
+                            'print(g("rep_backbones"))'], env={**os.environ, **env}, cwd=str(tmp_path),
+                           capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert where == str(target / 'rep_backbones')   # mim reads the wheel's copy, not the checkout
+    assert set(_search(env=env, tmp_path=tmp_path)) == set(_models())

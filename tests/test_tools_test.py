@@ -1,0 +1,103 @@
+"""``tools/test.py``'s outputs as mmdet's / mmseg's own test scripts make them: ``--out FILE.pkl``
+(mmdet ``DumpDetResults`` with RLE masks; mmseg ``DumpResults``), ``--show-dir DIR`` (prediction
+pictures from the visualization hook), ``--out-json`` — on the toy configs with two tiny generated
+images and a random-init checkpoint, fused by RepFuseHook as usual."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DET_CFG = ROOT / 'configs' / 'toy' / 'toy_mask_rcnn_repghost_1_0x.py'
+SEG_CFG = ROOT / 'configs' / 'toy' / 'toy_fpn_repghost_1_0x_ade20k.py'
+SMALL_BACKBONE = {'model.backbone.arch': '0.5x', 'model.neck.in_channels': [12, 20, 56, 80]}
+
+
+def _toy_maker(name: str):
+    """``make_toy_coco`` / ``make_toy_ade20k`` from where they live (detection/, segmentation/;
+    formerly rep_backbones.toy_data)."""
+    module = {'make_toy_coco': 'detection.toy_coco', 'make_toy_ade20k': 'segmentation.toy_ade20k'}[name]
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        return getattr(importlib.import_module('rep_backbones.toy_data'), name)
+
+
+def _random_checkpoint(config: Path, path: Path) -> Path:
+    """Save a seeded random-init model of ``config`` (small backbone) as an mmengine checkpoint."""
+    pytest.importorskip('mmdet')
+    pytest.importorskip('mmseg')
+    from rep_backbones.apis.build import build_model_from_config
+    torch.manual_seed(0)
+    model = build_model_from_config(str(config), None, cfg_options=SMALL_BACKBONE)
+    torch.save({'meta': {}, 'state_dict': model.state_dict()}, path)
+    return path
+
+
+def _test_tool(config: Path, checkpoint: Path, work: Path, options: list, cfg_options: list) -> str:
+    """Run ``python tools/test.py`` as a user does; returns its log."""
+    cfg_options = [f'{k}={v}'.replace(' ', '') for k, v in SMALL_BACKBONE.items()] + cfg_options
+    proc = subprocess.run([sys.executable, 'tools/test.py', str(config), str(checkpoint), '--work-dir', str(work),
+                           *options, '--cfg-options', *cfg_options],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
+
+
+def test_detection_out_pkl_show_dir_json(tmp_path):
+    root = tmp_path / 'coco'
+    _toy_maker('make_toy_coco')(str(root), num_train=1, num_val=2, image_size=(64, 80))
+    ckpt = _random_checkpoint(DET_CFG, tmp_path / 'random.pth')
+    ann = root / 'annotations' / 'instances_val2017.json'
+    data = [f'test_dataloader.dataset.data_root={root}/', f'test_evaluator.ann_file={ann}',
+            'test_dataloader.batch_size=2']
+    log = _test_tool(DET_CFG, ckpt, tmp_path / 'work', ['--out', str(tmp_path / 'pred.pkl'), '--show-dir',
+                     str(tmp_path / 'vis'), '--out-json', str(tmp_path / 'metrics.json')], data)
+    assert 'RepFuseHook (test): fused backbone' in log
+
+    with open(tmp_path / 'pred.pkl', 'rb') as f:
+        predictions = pickle.load(f)    # our own file, written by the tool just now
+    assert len(predictions) == 2
+    assert all('gt_instances' not in p for p in predictions)          # DumpDetResults drops ground truth
+    masks = [m for p in predictions for m in p['pred_instances']['masks']]
+    assert masks, 'a random-init Mask R-CNN still predicts masks above its 0.05 score threshold'
+    assert all(set(m) == {'size', 'counts'} for m in masks)            # COCO RLE
+    assert all(len(p['pred_instances']['masks']) == len(p['pred_instances']['scores']) for p in predictions)
+
+    val_images = sorted(p.name for p in (root / 'val2017').iterdir())
+    assert sorted(p.name for p in (tmp_path / 'vis').iterdir()) == val_images
+    metrics = json.loads((tmp_path / 'metrics.json').read_text())
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metrics)
+
+
+def test_segmentation_out_pkl_show_dir(tmp_path):
+    root = tmp_path / 'ade'
+    _toy_maker('make_toy_ade20k')(str(root), num_train=1, num_val=2, image_size=(64, 80))
+    ckpt = _random_checkpoint(SEG_CFG, tmp_path / 'random.pth')
+    data = [f'test_dataloader.dataset.data_root={root}', 'default_hooks.visualization.interval=1']
+    _test_tool(SEG_CFG, ckpt, tmp_path / 'work', ['--out', str(tmp_path / 'pred.pkl'), '--show-dir',
+               str(tmp_path / 'vis')], data)
+
+    with open(tmp_path / 'pred.pkl', 'rb') as f:
+        predictions = pickle.load(f)    # our own file, written by the tool just now
+    assert len(predictions) == 2
+    for p in predictions:
+        seg = p['pred_sem_seg']['data']
+        assert seg.shape[-2:] == tuple(p['ori_shape'])            # at the original image size
+    pictures = sorted((tmp_path / 'vis').rglob('*.png'))
+    assert len(pictures) == 2, pictures
+
+
+def test_out_must_be_pickle(tmp_path):
+    proc = subprocess.run([sys.executable, 'tools/test.py', str(DET_CFG), 'x.pth', '--out', 'pred.json'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and '--out pred.json: the predictions file must end with .pkl' in proc.stderr

@@ -1,0 +1,220 @@
+#!/usr/bin/env python
+"""INT8 ONNX of a fused model (onnxruntime static quantization) and what INT8 costs it.
+
+    python tools/quantize_onnx.py CONFIG CHECKPOINT --out model.int8.onnx
+        [--backbone-only | --features-only] [--shape H W] [--no-fuse]
+        [--calib-dir DIR] [--calib-n 16] [--eval-n 4] [--calib-method minmax|entropy|percentile]
+        [--exclude REGEX] [--range-report K] [--min-sqnr DB] [--threads 2] [--eval-map]
+    python tools/quantize_onnx.py RepGhostNet:0.5x none --out bb.int8.onnx --shape 64 64   # smoke test
+    python tools/quantize_onnx.py --family-table [--shape 512 512] [--threads 2] [--rounds 5] [--out-json FILE]
+
+CONFIG / CHECKPOINT as for tools/export_onnx.py: an mm config (whole detector / segmentor in tensor
+mode, ``--features-only`` backbone + neck, ``--backbone-only``) or a registered backbone
+``NAME[:ARCH]``; ``none`` keeps the random initialisation (smoke tests only).
+
+Steps: the model is fused with ``rep_backbones.fuse`` (``--no-fuse``: taken as built, e.g. a deploy
+config with a fused checkpoint) and refused if any backbone is not in deploy form or still has
+BatchNorm; exported to fp32 ONNX (``--fp32-out``, default next to ``--out``), checked against
+PyTorch; quantized with ``onnxruntime.quantization.quantize_static`` (QDQ, int8 per-channel
+weights, uint8 per-tensor activations, calibrated on the first ``--calib-n`` images of
+``--calib-dir`` or of a generated toy COCO training set); then the parity report on ``--eval-n``
+held-out images (the next images of ``--calib-dir``, or the toy validation set): per output the
+SQNR in dB and the max abs error of INT8 vs fp32 onnxruntime. ``--range-report K`` lists the K
+quantized tensors with the lowest SQNR (float range, channel spread). Both ONNX files are written
+atomically. Images are resized to ``--shape`` and normalised by the model's data preprocessor
+(configs) or with ImageNet mean/std (bare backbones).
+
+``--eval-map`` (single-stage detector configs, e.g. configs/toy/toy_retinanet_repghost_1_0x.py with a
+trained checkpoint): the graph is exported at the size the config's test pipeline makes, and every
+test image is run through the fp32 and the INT8 graph; post-processing is the model's own
+``bbox_head.predict_by_feat`` and the score mmdet's evaluator of the config (bbox mAP, mAP@50).
+
+``--family-table`` measures the docs/int8.md table (one variant per family, random weights with
+BatchNorm statistics calibrated on toy images; see rep_backbones/apis/quantize.py) and prints it.
+
+Exit status: 0 done; 1 an output's SQNR below ``--min-sqnr``; 2 refused (the model is not fused).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import rep_backbones
+from rep_backbones.apis import quantize as q
+from rep_backbones.apis.build import (NO_CHECKPOINT, TensorModeWrapper, build_from_spec, build_model_from_config,
+                                      is_backbone_spec, shape_tuple)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument('config', nargs='?', help='mm config file, or a registered backbone as NAME[:ARCH]')
+    parser.add_argument('checkpoint', nargs='?', help="checkpoint file, or 'none' (random init, smoke tests)")
+    parser.add_argument('--out', help='INT8 ONNX file to write')
+    parser.add_argument('--fp32-out', help='fp32 ONNX file to write (default: next to --out, .fp32.onnx)')
+    part = parser.add_mutually_exclusive_group()
+    part.add_argument('--backbone-only', action='store_true', help='export the backbone only')
+    part.add_argument('--features-only', action='store_true', help='export backbone + neck (extract_feat)')
+    parser.add_argument('--shape', type=int, nargs='+', default=None, metavar=('H', 'W'),
+                        help='input height and width (default 512 512; 64 64 is enough for a smoke test)')
+    parser.add_argument('--no-fuse', action='store_true',
+                        help='do not fuse (the model must already be in deploy form: it is refused otherwise)')
+    parser.add_argument('--calib-dir', help='folder of calibration images (default: a generated toy COCO set)')
+    parser.add_argument('--calib-n', type=int, help='calibration images (default 16; --family-table: 8)')
+    parser.add_argument('--eval-n', type=int, default=4, help='held-out images for the parity report (default 4)')
+    parser.add_argument('--calib-method', default='minmax', choices=q.CALIBRATION_METHODS)
+    parser.add_argument('--exclude', metavar='REGEX',
+                        help="keep the nodes whose ONNX name matches in float (e.g. 'conv_dw/Conv$')")
+    parser.add_argument('--range-report', type=int, default=0, metavar='K',
+                        help='print the K quantized tensors with the lowest SQNR (on one held-out image)')
+    parser.add_argument('--min-sqnr', type=float, help='exit 1 if an output SQNR (dB) is below this')
+    parser.add_argument('--eval-map', action='store_true',
+                        help='single-stage detector configs: bbox mAP of fp32 vs INT8 onnxruntime on the '
+                             "config's test set (mmdet's evaluator; the input size comes from its pipeline)")
+    parser.add_argument('--threads', type=int, default=2, help='onnxruntime / PyTorch threads (default 2)')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    table = parser.add_argument_group('family table')
+    table.add_argument('--family-table', action='store_true', help='measure and print the per-family INT8 table')
+    table.add_argument('--specs', nargs='+', default=list(q.FAMILY_SPECS), help='backbones of the table')
+    table.add_argument('--rounds', type=int, default=5, help='interleaved timing rounds (2 calls each)')
+    table.add_argument('--out-json', help='also write the table data as JSON (atomically)')
+    args = parser.parse_args(argv)
+    if not args.family_table and not (args.config and args.checkpoint and args.out):
+        parser.error('CONFIG, CHECKPOINT and --out are required (or use --family-table)')
+    args.calib_n = args.calib_n or (8 if args.family_table else 16)
+    if args.calib_n < 1 or args.eval_n < 1:
+        parser.error('--calib-n and --eval-n must be >= 1')
+    if args.eval_map and (args.backbone_only or args.features_only or is_backbone_spec(args.config or '')):
+        parser.error('--eval-map needs a whole detector: an mm config, without --backbone-only/--features-only')
+    return args
+
+
+def default_fp32_path(out: str) -> str:
+    name = Path(out).name
+    stem = name[:-len('.int8.onnx')] if name.endswith('.int8.onnx') else Path(name).stem
+    return str(Path(out).with_name(f'{stem}.fp32.onnx'))
+
+
+def build(args):
+    """``(model, module_to_export, preprocess)``."""
+    if is_backbone_spec(args.config):
+        model = build_from_spec(args.config)
+        if args.checkpoint not in NO_CHECKPOINT:
+            model.load_pretrained(args.checkpoint)
+        return model, model, q.imagenet_preprocess
+    model = build_model_from_config(args.config, args.checkpoint)
+    part = 'backbone' if args.backbone_only else 'features' if args.features_only else 'full'
+    return model, TensorModeWrapper(model, part).eval(), q.mm_preprocess(model)
+
+
+def images(args, shape):
+    """``(calibration files, evaluation files)``."""
+    if args.calib_dir:
+        files = q.list_images(args.calib_dir)
+        calib, evals = files[:args.calib_n], files[args.calib_n:args.calib_n + args.eval_n]
+        if len(calib) < args.calib_n:
+            print(f'note: {args.calib_dir} has {len(files)} images, calibrating on all of them')
+        if not evals:
+            print('note: no images left for the parity report; it uses the calibration images')
+            evals = calib[:args.eval_n]
+        return calib, evals
+    train, val = q.toy_image_folders(f'data/toy_quant_{shape[0]}x{shape[1]}', args.calib_n, args.eval_n, shape)
+    return q.list_images(train)[:args.calib_n], q.list_images(val)[:args.eval_n]
+
+
+def quantize_one(args) -> int:
+    from rep_backbones.apis.onnx_export import check_onnx, export_onnx, ort_session
+    shape = shape_tuple(args.shape or [512])
+    t0 = time.perf_counter()
+    model, module, preprocess = build(args)
+    if not args.no_fuse:
+        rep_backbones.fuse(model)
+    try:
+        q.assert_fused(model)
+    except q.UnfusedModelError as err:
+        print(f'REFUSED: {err}', file=sys.stderr)
+        return 2
+    print(f'built {args.config} ({"as built" if args.no_fuse else "fused"}) in {time.perf_counter() - t0:.1f} s')
+    if args.eval_map:
+        dataset, batches = q.detection_inputs(model)
+        sizes = {tuple(b['inputs'].shape[-2:]) for b in batches}
+        if len(sizes) != 1:
+            print(f'--eval-map: the test images preprocess to several sizes {sorted(sizes)}; the ONNX graph has '
+                  'one fixed input size', file=sys.stderr)
+            return 2
+        shape = sizes.pop()
+        print(f'--eval-map: {len(batches)} test images of {dataset.ann_file}; input size {shape} from the pipeline')
+    calib_files, eval_files = images(args, shape)
+    calib = q.load_inputs(calib_files, shape, preprocess)
+    evals = q.load_inputs(eval_files, shape, preprocess)
+    print(f'calibration: {len(calib_files)} images from {Path(calib_files[0]).parent}; parity: {len(eval_files)} '
+          f'images from {Path(eval_files[0]).parent}; input {tuple(calib[0].shape)}')
+
+    import torch
+    torch.set_num_threads(args.threads)
+    fp32_path = args.fp32_out or default_fp32_path(args.out)
+    example = torch.from_numpy(evals[0])
+    names = export_onnx(module, example, fp32_path)
+    max_abs, rel = check_onnx(module, fp32_path, example)
+    print(f'fp32 ONNX {fp32_path}: {len(names)} outputs; onnxruntime vs PyTorch max |diff| {max_abs:.3g} '
+          f'(relative {rel:.3g})')
+    t0 = time.perf_counter()
+    try:
+        excluded = q.quantize_onnx(fp32_path, args.out, calib, method=args.calib_method,
+                                   progress=not args.no_progress, exclude=args.exclude)
+    except q.UnfusedModelError as err:
+        print(f'REFUSED: {err}', file=sys.stderr)
+        return 2
+    print(f'INT8 ONNX {args.out} ({args.calib_method} calibration'
+          f'{f", {len(excluded)} nodes kept in float" if args.exclude else ""}) in {time.perf_counter() - t0:.1f} s')
+
+    rows = q.parity_report(ort_session(fp32_path, args.threads), ort_session(args.out, args.threads), evals)
+    print(f'parity, INT8 vs fp32 onnxruntime on {len(evals)} held-out images:')
+    for row in rows:
+        print(f'  {row.line()}')
+    if args.range_report:
+        print(f'range report: the {args.range_report} quantized tensors with the lowest SQNR (1 image):')
+        for row in q.range_report(fp32_path, args.out, evals[:1])[:args.range_report]:
+            print(f'  {row.line()}')
+    if args.eval_map:
+        maps = q.detection_map(model, {'fp32': ort_session(fp32_path, args.threads),
+                                       'INT8': ort_session(args.out, args.threads)}, dataset, batches,
+                               progress=not args.no_progress)
+        for name, metrics in maps.items():
+            print(f'{name} onnxruntime: ' + ', '.join(f'{k} {v:.3f}' for k, v in metrics.items()
+                                                     if k.endswith(('bbox_mAP', 'bbox_mAP_50'))))
+    worst = min(row.sqnr_db for row in rows)
+    if args.min_sqnr is not None and worst < args.min_sqnr:
+        print(f'FAILED: lowest output SQNR {worst:.1f} dB < --min-sqnr {args.min_sqnr:g}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def family_table(args) -> int:
+    from rep_backbones.apis.atomic import write_json
+    from rep_backbones.apis.benchmark import Settings
+    settings = Settings(shape=shape_tuple(args.shape or [512]), threads=args.threads, rounds=args.rounds)
+    t0 = time.perf_counter()
+    rows = q.family_table(args.specs, settings, n_calib=args.calib_n, n_eval=args.eval_n,
+                          top_k=max(args.range_report, 3), progress=not args.no_progress)
+    print(f'INT8 family table: input {settings.shape[0]}x{settings.shape[1]}, batch 1, {settings.threads} threads, '
+          f'{args.calib_n} calibration + {args.eval_n} evaluation toy images, {settings.warmup} warm-up + '
+          f'{settings.rounds} rounds x {settings.iters} interleaved calls; median / p90 ms '
+          f'({time.perf_counter() - t0:.0f} s)\n')
+    print(q.format_family_table(rows))
+    if args.out_json:
+        write_json(dict(settings=settings.public(), calib_n=args.calib_n, eval_n=args.eval_n, rows=rows),
+                   args.out_json)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    return family_table(args) if args.family_table else quantize_one(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
