@@ -5,7 +5,8 @@ torch hub's cache (``<torch.hub.get_dir()>/checkpoints/<file name>``; a sha256 p
 torch's ``name-<8+ hex>.ext`` convention, is verified) unless ``$REP_BACKBONES_WEIGHTS_DIR`` holds a
 file of that name. Formats: ``torch.save`` files (zip or legacy) and ``.safetensors``. The format is
 told by the file's bytes, so anything else (empty, text, TorchScript, a foreign zip or pickle,
-truncated) is refused with a :class:`CheckpointError` that names the file and says what it looks like.
+truncated, a zip member failing its CRC) is refused with a :class:`CheckpointError` that names the
+file and says what it looks like.
 
 ``torch.save`` files are read with ``torch.load(weights_only=True)`` plus a short allow-list of
 plain-data classes that real checkpoints contain (timm/DeiT training dicts pickle an

@@ -1,5 +1,14 @@
 """``fuse(model)``: the one entry point that turns any model holding our backbones into its
-inference form. RepFuseHook, ``tools/fuse_checkpoint.py`` and ONNX export all call it."""
+inference form. RepFuseHook, ``tools/fuse_checkpoint.py`` and ONNX export all call it.
+
+``whole=True`` also folds the conv+BN pairs of the rest of the model (necks and heads that use BN or
+SyncBN, as several upstream configs do), found structurally, never by module order:
+
+* an mmcv ``ConvModule`` whose ``order`` starts with ``('conv', 'norm')`` and whose norm is a
+  BatchNorm: the BN reads exactly the conv's output (ConvModule's forward), so it folds into the
+  conv (which gets a bias) and becomes ``nn.Identity`` under its name;
+* ``Conv2d -> BatchNorm`` / ``Linear -> BatchNorm1d`` neighbours inside an ``nn.Sequential``.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,6 +17,7 @@ from typing import List
 from torch import nn
 
 from .models.base import RepBackbone
+from .reparam import fold_bn_pairs, fold_sequential_pairs, is_norm
 
 
 @dataclass
@@ -16,13 +26,18 @@ class FuseReport:
     already_fused: List[str] = field(default_factory=list)  # built with deploy=True or fused before
     params_before: int = 0
     params_after: int = 0
+    folded_outside: int = 0                                 # whole=True: conv+BN pairs folded in necks/heads
+    norms_left: List[str] = field(default_factory=list)     # BatchNorms still in the model, by name
 
     def summary(self) -> str:
         if not self.fused:
             what = f'nothing to fuse ({len(self.already_fused)} backbone(s) already in deploy form)'
         else:
             what = f'fused {", ".join(self.fused)}'
-        return (f'{what}; parameters {self.params_before:,} -> {self.params_after:,}')
+        outside = f'; {self.folded_outside} conv+BN pairs folded outside the backbones' if self.folded_outside else ''
+        left = f'; {len(self.norms_left)} BatchNorm left' if self.norms_left else '; no BatchNorm left'
+        return f'{what}{outside}; parameters {self.params_before:,} -> {self.params_after:,}{left}'
+
 
 
 def find_rep_backbones(model: nn.Module) -> List[tuple]:
@@ -34,26 +49,58 @@ def find_rep_backbones(model: nn.Module) -> List[tuple]:
     return found
 
 
-def fuse_with_report(model: nn.Module) -> FuseReport:
-    """Fuse every re-parameterizable part of ``model`` in place and say what changed."""
+def fuse_with_report(model: nn.Module, whole: bool = False) -> FuseReport:
+    """Fuse every re-parameterizable part of ``model`` in place (and with ``whole`` every conv+BN
+    pair outside the backbones) and say what changed."""
     report = FuseReport(params_before=sum(p.numel() for p in model.parameters()))
-    for name, backbone in find_rep_backbones(model):
+    backbones = find_rep_backbones(model)
+    for name, backbone in backbones:
         label = name or type(backbone).__name__
         if backbone.deploy:
             report.already_fused.append(label)
         else:
             backbone.switch_to_deploy()
             report.fused.append(label)
+    if whole:
+        report.folded_outside = fold_conv_bn_outside(model, {id(b) for _, b in backbones})
     report.params_after = sum(p.numel() for p in model.parameters())
+    report.norms_left = [name for name, m in model.named_modules() if is_norm(m)]
     return report
 
 
-def fuse(model: nn.Module) -> nn.Module:
+def fold_conv_bn_outside(model: nn.Module, skip_ids=frozenset()) -> int:
+    """Fold the conv+BN pairs of ``model`` outside the modules in ``skip_ids`` (see the module
+    docstring for which pairs); returns how many were folded."""
+    folded = 0
+
+    def visit(module: nn.Module) -> None:
+        nonlocal folded
+        if id(module) in skip_ids:
+            return
+        order = getattr(module, 'order', None)
+        norm_name = getattr(module, 'norm_name', None)
+        if (isinstance(getattr(module, 'conv', None), nn.Conv2d) and norm_name and tuple(order or ())[:2] == ('conv', 'norm')
+                and is_norm(getattr(module, norm_name, None))):
+            fold_bn_pairs(module, [('conv', norm_name)])
+            folded += 1
+        if isinstance(module, nn.Sequential):
+            before = sum(is_norm(m) for m in module.children())
+            fold_sequential_pairs(module)
+            folded += before - sum(is_norm(m) for m in module.children())
+        for child in module.children():
+            visit(child)
+
+    visit(model)
+    return folded
+
+
+def fuse(model: nn.Module, whole: bool = False) -> nn.Module:
     """Fuse, in place, every re-parameterizable part of ``model`` (a backbone, a detector, a
     segmentor, any ``nn.Module``) and return it. Fusing a fused model is a no-op.
+    ``whole=True`` also folds every conv+BN pair of necks and heads (module docstring).
 
     Fusion uses BatchNorm running statistics, i.e. the fused model equals the original in
     ``eval()`` mode. Wrapped models (DDP) are unwrapped by ``named_modules`` traversal.
     """
-    fuse_with_report(model)
+    fuse_with_report(model, whole)
     return model

@@ -15,7 +15,11 @@ from rep_backbones.models import BACKBONES
 
 from .helpers import assert_fusion_exact, calibrate_bn, count_norms, randomize_bn
 
-VARIANTS = [(name, arch) for name, cls in sorted(BACKBONES.items()) for arch in cls.arch_settings]
+# The package's own families. TimmRepBackbone (any timm net; its "variants" are timm model names) keeps
+# the same contract in tests/test_timm_backbone.py: its fusion runs timm's own fusers, which build
+# float32 layers, so the float64 half of assert_fusion_exact does not apply to it.
+FAMILIES = sorted(n for n in BACKBONES if n != 'TimmRepBackbone')
+VARIANTS = [(name, arch) for name in FAMILIES for arch in BACKBONES[name].arch_settings]
 IDS = [f'{n}-{a}' for n, a in VARIANTS]
 SMALL_ODD = (67, 75)
 
@@ -77,9 +81,6 @@ def test_variant_names_outputs_and_wrong_form_checkpoints(name, arch):
         deploy.load_backbone_state_dict(model.state_dict())
     with pytest.raises(CheckpointError, match='deploy-form checkpoint but the model is in train form'):
         model.load_backbone_state_dict(deploy.state_dict())
-
-
-FAMILIES = sorted(n for n, cls in BACKBONES.items() if cls.arch_settings)   # TimmRepBackbone: own tests
 
 
 @pytest.mark.parametrize('name', FAMILIES)

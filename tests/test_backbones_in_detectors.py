@@ -1,7 +1,11 @@
 """Every variant of every registered family inside a real mmdet detector (the toy RetinaNet config):
 it trains (every backbone parameter receives a gradient, so DDP needs no find_unused_parameters),
 and the fused detector's raw head outputs equal the training form's (BN statistics measured on the
-input, random affine parameters)."""
+input, random affine parameters): exactly in float64, and in float32 within the training form's own
+float32 error (``assert_fusion_exact``). Measured on RepMobile-S, the case that once failed a flat
+1e-3: float64 fusion error 6e-12 (exact), while a 1e-7 input perturbation moves the float64 training
+form by 1.3e-3 at stride 16 -- calibrated BN statistics leave channels with variance ~1e-8 (gain up to
+~400), so float32 rounding is amplified the same way in both forms."""
 import copy
 
 import pytest
@@ -12,10 +16,12 @@ import rep_backbones
 from rep_backbones.models import BACKBONES
 from rep_backbones.apis.build import build_model_from_config
 
-from .helpers import calibrate_bn
+from .helpers import assert_fusion_exact, calibrate_bn
 
 TOY_RETINANET = 'configs/toy/toy_retinanet_repghost_1_0x.py'
-VARIANTS = [(name, arch) for name, cls in sorted(BACKBONES.items()) for arch in cls.arch_settings]
+# The package's families; TimmRepBackbone does the same in the toy RetinaNet in tests/test_timm_backbone.py.
+VARIANTS = [(name, arch) for name, cls in sorted(BACKBONES.items()) if name != 'TimmRepBackbone'
+            for arch in cls.arch_settings]
 
 
 def _batch():
@@ -41,18 +47,9 @@ def test_variant_trains_and_fuses_inside_retinanet(name, arch):
     inputs = model.data_preprocessor(_batch(), False)['inputs']
     calibrate_bn(model.backbone, inputs)
     model.eval()
+    fused = rep_backbones.fuse(copy.deepcopy(model))
     with torch.no_grad():
-        ref = model(inputs, mode='tensor')          # raw head outputs: scores and box deltas per level
-        fused = rep_backbones.fuse(copy.deepcopy(model))
-        out = fused(inputs, mode='tensor')
         assert len(fused.test_step(_batch())) == 2  # post-processing runs on the fused model
     assert fused.backbone.deploy
-    for a, b in zip(_flatten(ref), _flatten(out)):
-        assert a.shape == b.shape
-        assert (a - b).abs().max() <= 1e-3 * a.abs().max(), f'{name} {arch}: fused head outputs differ'
-
-
-def _flatten(outputs):
-    if isinstance(outputs, torch.Tensor):
-        return [outputs]
-    return [t for item in outputs for t in _flatten(item)]
+    # raw head outputs (scores and box deltas per level)
+    assert_fusion_exact(model, fused, inputs, rep_backbones.fuse, forward=lambda m, x: m(x, mode='tensor'))

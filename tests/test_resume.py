@@ -33,7 +33,8 @@ def train_cmd(root: Path, work: Path, *extra):
              f'param_scheduler.1.end={ITERS}', f'default_hooks.checkpoint.interval={CKPT_EVERY}',
              'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1',
              'train_dataloader.batch_size=2', 'model.backbone.arch=0.5x', 'model.neck.in_channels=[12,20,56,80]',
-             'model.neck.out_channels=32', 'model.bbox_head.in_channels=32', 'model.bbox_head.feat_channels=32']
+             'model.neck.out_channels=32', 'model.bbox_head.in_channels=32', 'model.bbox_head.feat_channels=32',
+             'model.test_cfg.score_thr=0.0']   # so that the barely trained model has detections to evaluate
     return [sys.executable, 'tools/train.py', CFG, '--work-dir', str(work), *extra, '--cfg-options', *opts]
 
 

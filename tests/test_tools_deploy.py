@@ -21,7 +21,7 @@ import torch
 import rep_backbones
 from rep_backbones.apis import complexity
 from rep_backbones.apis.build import build_from_spec, is_backbone_spec, parse_backbone_spec, shape_tuple
-from rep_backbones.apis.onnx_export import check_onnx, export_onnx, onnx_op_counts, ort_session
+from rep_backbones.apis.onnx_export import build_for_export, check_onnx, export_onnx, onnx_op_counts, ort_session
 from rep_backbones.apis.seed_tables import load_seed_tables, matches, parse_figure, table_for
 from rep_backbones.models import BACKBONES, CLASSIFIERS
 
@@ -132,19 +132,29 @@ def test_export_cli_backbone_spec(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['rg.onnx']     # no temporary file left
 
 
-def test_export_cli_unknown_backbone(tmp_path):
-    proc = _tool(ROOT / 'tools/export_onnx.py', 'RepGhostNet:9x', 'none', '--out', tmp_path / 'x.onnx',
-                 '--shape', '64')
-    assert proc.returncode != 0 and "unknown arch '9x'" in proc.stderr
-    assert not (tmp_path / 'x.onnx').exists()
+def test_build_for_export_unknown_variant():
+    with pytest.raises(ValueError, match="unknown arch '9x'"):
+        build_for_export('RepGhostNet:9x', 'none', 'backbone')
 
 
-@pytest.mark.parametrize('tool', ['tools/export_onnx.py', 'tools/analysis/complexity.py', 'tools/train.py',
-                                  'tools/test.py', 'tools/fuse_checkpoint.py'])
-def test_tools_help(tool):
-    proc = _tool(tool, '--help', timeout=120)
+def test_tools_help():
+    """Every tool's ``--help`` (one interpreter, each tool run as ``__main__``): the tools import
+    ``rep_backbones`` as installed, with no sys.path set-up of their own."""
+    code = (
+        'import runpy, sys\n'
+        'for tool in sys.argv[1:]:\n'
+        '    sys.argv = [tool, "--help"]\n'
+        '    try:\n'
+        '        runpy.run_path(tool, run_name="__main__")\n'
+        '    except SystemExit as exit:\n'
+        '        assert exit.code == 0, (tool, exit.code)\n'
+        '    print("HELP-OK", tool, flush=True)\n')
+    tools = ['tools/export_onnx.py', 'tools/analysis/complexity.py', 'tools/train.py', 'tools/test.py',
+             'tools/fuse_checkpoint.py']
+    proc = _tool('-c', code, *tools)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'usage:' in proc.stdout
+    assert [line.split()[1] for line in proc.stdout.splitlines() if line.startswith('HELP-OK')] == tools
+    assert 'sys.path.insert' not in ''.join((ROOT / t).read_text() for t in tools)
 
 
 # -- whole models from the configs -------------------------------------------------------------
@@ -223,13 +233,14 @@ def test_registered_families_against_seed(family, seed_tables):
     assert f'| {variant} |' in md
 
 
-def test_complexity_cli_seed_tables():
-    proc = _tool('tools/analysis/complexity.py', '--seed-tables', '--family', 'RepGhostNet', '--variants', '1.0x')
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert '4,073,604 / 4,073,604 ✓' in proc.stdout
-    assert '4,058,772 / 4,058,772 ✓' in proc.stdout
-    assert '4,051,648' in proc.stdout
-    assert 'ARCHITECTURES.md' not in proc.stdout       # sources the repository has, not private notes
+def test_seed_table_markdown(seed_tables):
+    md = complexity.seed_tables_markdown(seed_tables, ['RepGhostNet'], ['1.0x'])
+    assert '4,073,604 / 4,073,604 ✓' in md
+    assert '4,058,772 / 4,058,772 ✓' in md
+    assert '4,051,648' in md
+    assert 'ARCHITECTURES.md' not in md       # cites sources the repository names, not private notes
+    with pytest.raises(ValueError, match="unknown classifier families \\['Nope'\\]"):
+        complexity.seed_tables_markdown(seed_tables, ['Nope'])
 
 
 def test_complexity_cli_seed_file_option(tmp_path):

@@ -59,7 +59,7 @@ def test_detection_out_pkl_show_dir_json(tmp_path):
     ckpt = _random_checkpoint(DET_CFG, tmp_path / 'random.pth')
     ann = root / 'annotations' / 'instances_val2017.json'
     data = [f'test_dataloader.dataset.data_root={root}/', f'test_evaluator.ann_file={ann}',
-            'test_dataloader.batch_size=2']
+            'test_dataloader.batch_size=2', 'test_dataloader.dataset.pipeline.1.scale=(80,64)']
     log = _test_tool(DET_CFG, ckpt, tmp_path / 'work', ['--out', str(tmp_path / 'pred.pkl'), '--show-dir',
                      str(tmp_path / 'vis'), '--out-json', str(tmp_path / 'metrics.json')], data)
     assert 'RepFuseHook (test): fused backbone' in log
@@ -83,7 +83,9 @@ def test_segmentation_out_pkl_show_dir(tmp_path):
     root = tmp_path / 'ade'
     _toy_maker('make_toy_ade20k')(str(root), num_train=1, num_val=2, image_size=(64, 80))
     ckpt = _random_checkpoint(SEG_CFG, tmp_path / 'random.pth')
-    data = [f'test_dataloader.dataset.data_root={root}', 'default_hooks.visualization.interval=1']
+    # only the test set is given: the training data root of the config does not exist here
+    data = [f'test_dataloader.dataset.data_root={root}', 'test_dataloader.dataset.pipeline.1.scale=(80,64)',
+            'default_hooks.visualization.interval=1']
     _test_tool(SEG_CFG, ckpt, tmp_path / 'work', ['--out', str(tmp_path / 'pred.pkl'), '--show-dir',
                str(tmp_path / 'vis')], data)
 

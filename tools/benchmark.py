@@ -86,12 +86,12 @@ def markdown(result: dict) -> str:
     else:
         keys = [k for k in ('mode', 'part', 'memory_format') if any(k in r for r in rows)]
         mem = any('peak_mib' in r for r in rows)
-        lines += ['| model | form | ' + ' | '.join(keys) + ' | median ms (p90) | vs train |'
+        lines += ['| model | form | ' + ''.join(f'{k} | ' for k in keys) + 'median ms (p90) | vs train |'
                   + (' peak MiB | resident MiB |' if mem else ''),
                   '|---|---|' + '---|' * (len(keys) + 2 + 2 * mem)]
         for r in rows:
-            lines.append(f"| {r['model']} | {r['form']} | " + ' | '.join(str(r.get(k, '–')) for k in keys) +
-                         f" | {_ms(r)} | {_ratio(r.get('speedup_vs_train'))} |" +
+            lines.append(f"| {r['model']} | {r['form']} | " + ''.join(f"{r.get(k, '–')} | " for k in keys) +
+                         f"{_ms(r)} | {_ratio(r.get('speedup_vs_train'))} |" +
                          (f" {r.get('peak_mib', float('nan')):.0f} | {r.get('resident_mib', float('nan')):.0f} |"
                           if mem else ''))
     if rows and 'memory_method' in rows[0]:

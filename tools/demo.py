@@ -46,7 +46,7 @@ METRICS = [('coco/bbox_mAP', 'bbox mAP'), ('coco/bbox_mAP_50', 'bbox mAP@50'),
            ('coco/segm_mAP', 'mask mAP'), ('coco/segm_mAP_50', 'mask mAP@50')]
 # what the console shows of a train/test run: mmengine's progress lines (with ETA and time per
 # iteration), checkpoints, RepFuseHook's report, errors; everything else stays in the log file
-PROGRESS = re.compile(r'(Iter|Epoch)\((train|val|test)\)|Saving checkpoint|RepFuseHook|fused vs|Advance dataloader'
+PROGRESS = re.compile(r'(Iter|Epoch)\((train|val|test)\)|Saving checkpoint|RepFuseHook[ :(]+[a-z]|fused vs|Advance dataloader'
                       r'|Error|Traceback|FAILED')
 MM_PREFIX = re.compile(r'^\d\d/\d\d \d\d:\d\d:\d\d - mmengine - (INFO|WARNING) - ')
 

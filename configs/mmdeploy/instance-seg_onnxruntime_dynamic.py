@@ -7,4 +7,4 @@ _base_ = ['./detection_onnxruntime_dynamic.py']
 onnx_config = dict(
     output_names=['dets', 'labels', 'masks'],
     dynamic_axes=dict(masks={0: 'batch', 1: 'num_dets'}))
-codebase_config = dict(post_processing=dict(export_postprocess_mask=False))
+codebase_config = dict(post_processing=dict(export_postprocess_mask=False, score_threshold=0.0))

@@ -14,12 +14,16 @@ rep_backbones.apis.benchmark CASE_JSON``), so allocator caches of other cases do
   The kernel's high-water mark (``VmHWM``) is reset through ``/proc/self/clear_refs`` first, so the
   memory used while building / fusing / exporting does not mask the inference peak. Where that
   file is not writable the ``resource.getrusage`` ``ru_maxrss`` delta is used (then 0 means "no
-  higher than the build's peak"); the JSON says which (``memory_method``).
+  higher than the build's peak"); the JSON says which (``memory_method``). The subprocess runs with
+  glibc's ``MALLOC_MMAP_THRESHOLD_=65536`` / ``MALLOC_TRIM_THRESHOLD_=0``, so freed tensors leave the
+  resident set (otherwise the warm-up call's freed memory is reused unseen). ``resident_mib`` is the
+  whole process (Python, torch and its libraries included), ``peak_mib`` the part the calls add.
 * CUDA: ``torch.cuda.max_memory_allocated`` during the calls minus ``memory_allocated`` before.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 import os
@@ -39,7 +43,7 @@ from torch import nn
 
 import rep_backbones
 
-from .upstream_forms import NoUpstreamForm, upstream_family, upstream_fused
+from .upstream_forms import NoUpstreamForm, upstream_fused
 
 BACKBONE_VARIANTS = ('train', 'upstream', 'fused', 'ort')
 MODEL_FORMS = ('train', 'fused', 'fused_whole', 'ort')
@@ -205,11 +209,20 @@ def predict_batch(model: nn.Module, settings: Settings):
     return data['inputs'].to(DTYPES[settings.dtype]), data['data_samples']
 
 
+@functools.lru_cache(maxsize=1)
+def _built_model(config: str, checkpoint: Optional[str]) -> nn.Module:
+    """The eval-mode model of a config on the CPU, built once for all forms of a table group
+    (each case works on a deep copy)."""
+    from .build import build_model_from_config
+    torch.manual_seed(0)
+    return build_model_from_config(config, checkpoint, 'cpu')
+
+
 def _model_case(case: dict, settings: Settings) -> Case:
     """``{'config': PATH, 'form': train|fused|fused_whole|ort, 'mode': tensor|predict,
     'memory_format': nchw|channels_last, 'checkpoint': None}``. Two-stage detectors run
     backbone + neck in tensor mode (their RoI stage needs NMS proposals)."""
-    from .build import TensorModeWrapper, build_model_from_config
+    from .build import TensorModeWrapper
     form, mode, fmt = case['form'], case['mode'], case.get('memory_format', 'nchw')
     if mode not in MODEL_MODES:
         raise ValueError(f'unknown mode {mode!r}; expected one of {", ".join(MODEL_MODES)}')
@@ -217,8 +230,7 @@ def _model_case(case: dict, settings: Settings) -> Case:
         return Case(None, dict(skipped='rep_backbones.fuse has no whole=True yet'))
     if form == 'ort' and mode != 'tensor':
         return Case(None, dict(skipped='onnxruntime runs the tensor-mode graph only'))
-    torch.manual_seed(0)
-    model = build_model_from_config(case['config'], case.get('checkpoint'), 'cpu')
+    model = copy.deepcopy(_built_model(case['config'], case.get('checkpoint')))
     info = {}
     if form == 'fused_whole':
         model, info['fuse_s'] = _timed_fuse(model, whole=True)
@@ -395,7 +407,11 @@ def peak_memory(fn: Callable[[], object], calls: int, device: str) -> dict:
 def measure_memory_in_subprocess(case: dict, settings: Settings, calls: int = 2, timeout: float = 900) -> dict:
     """:func:`peak_memory` of ``case`` in a fresh Python process (after one warm-up call)."""
     payload = json.dumps(dict(case=case, settings=asdict(settings), calls=calls))
-    env = dict(os.environ, OMP_NUM_THREADS=str(settings.threads))
+    # glibc: a fixed mmap threshold makes every block >= 64 KiB its own mapping, returned to the system
+    # when freed, so the resident size follows the live tensors (with the default dynamic threshold a
+    # freed warm-up step stays resident and the next step's peak would not show)
+    env = dict(os.environ, OMP_NUM_THREADS=str(settings.threads), MALLOC_MMAP_THRESHOLD_='65536',
+               MALLOC_TRIM_THRESHOLD_='0')
     proc = subprocess.run([sys.executable, '-m', 'rep_backbones.apis.benchmark', payload], capture_output=True,
                           text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
@@ -499,8 +515,9 @@ def benchmark_backbones(specs: Sequence[str], settings: Settings, variants: Sequ
 
 
 def backbone_summary(rows: List[dict]) -> List[dict]:
-    """Per backbone and memory format: median ms of each variant, ``fused/upstream`` and
-    ``fused/train`` time ratios (< 1: ours faster), ``ort/fused``, and the family goal."""
+    """Per backbone and memory format: median ms of each variant, the time ratios ``fused/upstream``,
+    ``fused/train``, ``ort/fused``, ``compiled/fused`` (< 1: the numerator is faster), and the family goal
+    with whether this run met it."""
     out = []
     for model in dict.fromkeys(r['model'] for r in rows):
         mine = [r for r in rows if r['model'] == model]
@@ -520,6 +537,8 @@ def backbone_summary(rows: List[dict]) -> List[dict]:
                     entry['goal_met'] = ms['train'] / ms['fused'] >= GOAL_VS_TRAIN
                 if ort is not None:
                     entry['ort/fused'] = ort / ms['fused']
+                if 'fused_compiled' in ms:
+                    entry['compiled/fused'] = ms['fused_compiled'] / ms['fused']
             out.append(entry)
     return out
 

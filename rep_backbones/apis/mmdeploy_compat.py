@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from typing import Iterator
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.onnx
@@ -77,3 +77,107 @@ def torch2onnx(img, work_dir: str, save_file: str, deploy_cfg, model_cfg, model_
         mmdeploy_torch2onnx(img, work_dir, save_file, deploy_cfg=deploy_cfg, model_cfg=model_cfg,
                             model_checkpoint=model_checkpoint, device=device)
     return osp.join(work_dir, save_file)
+
+
+# -- the route from a config and checkpoint to onnxruntime predictions, through mmdeploy's task processor --------
+def load_model_config(config, cfg_options: Optional[dict] = None):
+    """The model config as mmdeploy should see it: ``cfg_options`` merged, and ``test_pipeline`` set to the
+    test dataloader's pipeline.
+
+    mmdeploy builds its inputs from the top-level ``test_pipeline``; configs that give their test dataloader
+    another pipeline (the toy configs here inherit mmdet's 1333x800 ``test_pipeline`` and test at 192x160)
+    would otherwise be exported and checked at a size that ``tools/test.py`` never uses.
+    """
+    from mmengine.config import Config
+    cfg = config.copy() if isinstance(config, Config) else Config.fromfile(str(config))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    dataloader = cfg.get('test_dataloader') or {}
+    pipeline = dataloader.get('dataset', {}).get('pipeline')
+    if pipeline is not None:
+        cfg.test_pipeline = pipeline
+    if cfg.get('test_pipeline') is None:
+        raise ValueError('the model config has neither test_pipeline nor test_dataloader.dataset.pipeline: '
+                         'mmdeploy needs one to turn an image into the model input')
+    return cfg
+
+
+def build_models(deploy_cfg, model_cfg, checkpoint: Optional[str], backend_files: Sequence[str],
+                 device: str = 'cpu'):
+    """``(task_processor, pytorch_model, backend_model)`` as mmdeploy's ``tools/test.py`` builds them.
+
+    ``pytorch_model`` is mmdeploy's ``build_pytorch_model`` (checkpoint loaded, then
+    ``backbone.switch_to_deploy()``), ``backend_model`` its ``End2EndModel`` over ``backend_files``
+    (onnxruntime for the configs in ``configs/mmdeploy/``): both take ``task_processor.create_input``'s
+    data in ``test_step`` and return mmdet / mmseg data samples, post-processed and rescaled alike.
+    """
+    from mmdeploy.apis import build_task_processor
+    from mmdeploy.utils import load_config
+    deploy_cfg, model_cfg = load_config(deploy_cfg, model_cfg)
+    processor = build_task_processor(model_cfg, deploy_cfg, device)
+    pytorch_model = processor.build_pytorch_model(checkpoint)
+    backend_model = processor.build_backend_model(
+        list(backend_files), data_preprocessor_updater=processor.update_data_preprocessor)
+    return processor, pytorch_model, backend_model
+
+
+def compare_predictions(reference, other, top_k: Optional[int] = None) -> Dict[str, float]:
+    """Differences between two predictions for one image (mmdet ``DetDataSample`` or mmseg ``SegDataSample``).
+
+    Detection: the ``top_k`` highest-scoring detections of each side (all when ``None``) are matched
+    greedily, best score first, to the same-label detection of the other side with the largest IoU.
+    Returns ``num_reference``, ``num_other``, ``unmatched`` (detections of either side's top-k without a
+    partner at IoU >= 0.5), ``max_box_diff`` (pixels, original image), ``max_score_diff``, ``min_box_iou``
+    and, with masks, ``min_mask_iou`` (binary masks, an empty pair counts as 1). Segmentation:
+    ``pixel_agreement`` (fraction of equal labels) and ``num_pixels``.
+    """
+    if 'pred_sem_seg' in reference:
+        a, b = reference.pred_sem_seg.data, other.pred_sem_seg.data
+        if a.shape != b.shape:
+            raise ValueError(f'label maps differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}')
+        return dict(pixel_agreement=float((a == b).float().mean()), num_pixels=a.numel())
+    ref, oth = reference.pred_instances, other.pred_instances
+    out = dict(num_reference=len(ref), num_other=len(oth), unmatched=0, max_box_diff=0.0, max_score_diff=0.0,
+               min_box_iou=1.0)
+    if 'masks' in ref:
+        out['min_mask_iou'] = 1.0
+    for first, second in ((ref, oth), (oth, ref)):
+        for i, j in _greedy_match(first, second, top_k):
+            if j is None:
+                out['unmatched'] += 1
+                continue
+            out['max_box_diff'] = max(out['max_box_diff'], float((first.bboxes[i] - second.bboxes[j]).abs().max()))
+            out['max_score_diff'] = max(out['max_score_diff'], float((first.scores[i] - second.scores[j]).abs()))
+            out['min_box_iou'] = min(out['min_box_iou'], float(_iou(first.bboxes[i:i + 1], second.bboxes[j:j + 1])))
+            if 'min_mask_iou' in out:
+                out['min_mask_iou'] = min(out['min_mask_iou'], _mask_iou(first.masks[i], second.masks[j]))
+    return out
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    from mmdet.structures.bbox import bbox_overlaps
+    return bbox_overlaps(a.float(), b.float())
+
+
+def _greedy_match(first, second, top_k: Optional[int]) -> List[Tuple[int, Optional[int]]]:
+    """Pairs ``(i, j)``: each of ``first``'s top-k detections (by score) with the unused same-label detection
+    of ``second`` of largest IoU (>= 0.5), or ``None``."""
+    order = torch.argsort(first.scores, descending=True, stable=True)[:top_k]
+    overlaps = _iou(first.bboxes, second.bboxes) if len(first) and len(second) else None
+    used, pairs = set(), []
+    for i in order.tolist():
+        best, best_iou = None, 0.5
+        if overlaps is not None:
+            for j in torch.nonzero(second.labels == first.labels[i]).flatten().tolist():
+                if j not in used and float(overlaps[i, j]) >= best_iou:
+                    best, best_iou = j, float(overlaps[i, j])
+        if best is not None:
+            used.add(best)
+        pairs.append((i, best))
+    return pairs
+
+
+def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.bool(), b.bool()
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else int((a & b).sum()) / union

@@ -28,11 +28,14 @@ class RepFuseHook(Hook):
         check_equivalence: on the first batch, run each fused backbone and its original on the same
             input, log the max difference, and raise if it exceeds ``tolerance * max |output|``.
         tolerance: relative tolerance of that check.
+        whole: also fold every conv+BN pair of necks and heads (``rep_backbones.fuse(..., whole=True)``).
     """
     priority = 'LOW'
 
-    def __init__(self, on_val: bool = False, check_equivalence: bool = True, tolerance: float = 1e-4):
+    def __init__(self, on_val: bool = False, check_equivalence: bool = True, tolerance: float = 1e-4,
+                 whole: bool = False):
         self.on_val = on_val
+        self.whole = whole
         self.check_equivalence = check_equivalence
         self.tolerance = tolerance
         self._fused: Optional[torch.nn.Module] = None
@@ -50,7 +53,7 @@ class RepFuseHook(Hook):
             print_log('RepFuseHook: model is already in deploy form; nothing to fuse', logger='current')
             return
         fused = copy.deepcopy(model)
-        report = fuse_with_report(fused)
+        report = fuse_with_report(fused, whole=self.whole)
         fused.eval()
         print_log(f'RepFuseHook ({mode}): {report.summary()}', logger='current')
         self._original, self._fused = model, fused

@@ -85,7 +85,8 @@ def draw_test_predictions(cfg: Config, show_dir: str) -> None:
     mmdet: ``mmdet.engine.hooks.utils.trigger_visualization_hook`` (``draw=True``,
     ``test_out_dir``; an absolute directory stays as given instead of going under
     ``work_dir/<timestamp>``). mmseg has no importable helper; its test script sets ``draw=True`` and
-    the visualizer's ``save_dir``, which is what is done here.
+    the visualizer's ``save_dir``, which is what is done here (pictures go to
+    ``show_dir/vis_data/vis_image``, one per ``default_hooks.visualization.interval`` batches).
     """
     show_dir = os.path.abspath(show_dir)
     scope = cfg.get('default_scope')
@@ -97,6 +98,10 @@ def draw_test_predictions(cfg: Config, show_dir: str) -> None:
             raise RuntimeError('--show-dir needs default_hooks.visualization (mmseg: SegVisualizationHook)')
         cfg.default_hooks.visualization.draw = True
         cfg.visualizer.save_dir = show_dir
+        # SegVisualizationHook asks runner.iter for the picture's step, which builds the training
+        # loop and its dataloader: the test would need the training set on disk. A test run does not
+        # train, so the training part goes (runner.iter is then 0; picture names stay unique).
+        cfg.train_dataloader = cfg.train_cfg = cfg.optim_wrapper = cfg.param_scheduler = None
     else:
         raise ValueError(f'--show-dir needs an mmdet or mmseg config (default_scope), got {scope!r}')
 

@@ -267,13 +267,11 @@ class RepBackbone(nn.Module):
         """
         try:
             raw = ckpt.read_checkpoint(path, trust=trust)
-        except ckpt.CheckpointError as err:
-            if 'not found' in str(err):
-                raise ckpt.CheckpointError(
-                    f"{type(self).__name__}: pretrained checkpoint {path!r} not found. Download the "
-                    'release file (see the config comment or README, "Pretrained weights") and put it '
-                    "there, or point init_cfg['checkpoint'] at it.") from err
-            raise
+        except ckpt.CheckpointNotFoundError as err:
+            raise ckpt.CheckpointNotFoundError(
+                f"{type(self).__name__}: pretrained checkpoint {path!r} not found. Download the "
+                'release file (see the config comment or README, "Pretrained weights") and put it '
+                "there, or point init_cfg['checkpoint'] at it (a URL works too).") from err
         state_dict, wrapper = ckpt.unwrap_state_dict(raw, checkpoint_key)
         state_dict = ckpt.strip_prefixes(state_dict, prefix)
         return self.load_backbone_state_dict(state_dict, source=str(path), wrapper_key=wrapper, strict=strict)
