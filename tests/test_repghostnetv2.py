@@ -168,6 +168,36 @@ def test_stem_1x1_act_convention():
     assert isinstance(MobileNetV4('S', stem_1x1_act=False).blocks[1][1].act, nn.Identity)
 
 
+
+def test_official_mobilenetv4_s_file_builds_the_matching_structure():
+    """The RepGhostNetV2 repository's MobileNetV4-S has no activation after the two 1x1 stem-stage
+    convs; timm's (the default here) has ReLU. Its weights in the ReLU structure computed something
+    else (relative error 0.89) without a word: now the layout of the file picks the structure."""
+    official = official_state_dict('mobilenetv4', 'S')
+    reference = MobileNetV4('S', stem_1x1_act=False).eval()           # that repository's structure
+    reference.load_backbone_state_dict(official)
+    model = MobileNetV4('S').eval()                                    # default: timm's convention
+    model.load_backbone_state_dict(official)
+    assert model.stem_1x1_act is False and isinstance(model.blocks[0][1].act, nn.Identity)
+    x = torch.randn(1, 3, 67, 75)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x), reference(x)))
+    with pytest.raises(CheckpointError, match='stem_1x1_act=False'):
+        MobileNetV4('S', stem_1x1_act=True).load_backbone_state_dict(official)
+    # the same through init_cfg, and timm-layout files keep timm's structure
+    timm_layout = MobileNetV4('S').state_dict()
+    kept = MobileNetV4('S')
+    kept.load_backbone_state_dict(timm_layout)
+    assert kept.stem_1x1_act is True and isinstance(kept.blocks[0][1].act, nn.ReLU)
+
+
+def test_bn_branch_checkpoint_needs_reparam_bn():
+    with_branches = MobileNetV4('S', reparam_bn=True).state_dict()
+    with pytest.raises(CheckpointError, match='reparam_bn=True'):
+        MobileNetV4('S').load_backbone_state_dict(with_branches)
+    MobileNetV4('S', reparam_bn=True).load_backbone_state_dict(with_branches)
+
+
 # -- fusion ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('arch', list(ARCHS))
 @pytest.mark.parametrize('net', list(NETS))

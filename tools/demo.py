@@ -80,11 +80,11 @@ def cfg_options(data_root: Path) -> Dict[str, str]:
 
 
 def schedule_options(iters: int) -> Dict[str, str]:
-    """A shorter or longer run of the same schedule: 8 validations, checkpoints with them, cosine
-    decay to the end (the configs' param_scheduler: [warm-up, cosine])."""
+    """A shorter or longer run of the same schedule: 8 validations, checkpoints with them, 30
+    warm-up iterations, cosine decay to the end (the configs' param_scheduler: [warm-up, cosine])."""
     val = max(1, iters // 8)
     return {'train_cfg.max_iters': str(iters), 'train_cfg.val_interval': str(val),
-            'default_hooks.checkpoint.interval': str(val), 'param_scheduler.0.end': str(min(100, max(1, iters // 10))),
+            'default_hooks.checkpoint.interval': str(val), 'param_scheduler.0.end': str(min(30, iters)),
             'param_scheduler.1.end': str(iters)}
 
 

@@ -4,7 +4,7 @@
     python tools/quantize_onnx.py CONFIG CHECKPOINT --out model.int8.onnx
         [--backbone-only | --features-only] [--shape H W] [--no-fuse]
         [--calib-dir DIR] [--calib-n 16] [--eval-n 4] [--calib-method minmax|entropy|percentile]
-        [--exclude REGEX] [--range-report K] [--min-sqnr DB] [--threads 2] [--eval-map]
+        [--exclude REGEX] [--activation-bits 8|16] [--range-report K] [--min-sqnr DB] [--threads 2] [--eval-map]
     python tools/quantize_onnx.py RepGhostNet:0.5x none --out bb.int8.onnx --shape 64 64   # smoke test
     python tools/quantize_onnx.py --family-table [--shape 512 512] [--threads 2] [--rounds 5] [--out-json FILE]
 
@@ -68,6 +68,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--calib-method', default='minmax', choices=q.CALIBRATION_METHODS)
     parser.add_argument('--exclude', metavar='REGEX',
                         help="keep the nodes whose ONNX name matches in float (e.g. 'conv_dw/Conv$')")
+    parser.add_argument('--activation-bits', type=int, choices=(8, 16), default=8,
+                        help='16: uint16 activations (A16W8), a diagnostic of how much error the activations cause')
     parser.add_argument('--range-report', type=int, default=0, metavar='K',
                         help='print the K quantized tensors with the lowest SQNR (on one held-out image)')
     parser.add_argument('--min-sqnr', type=float, help='exit 1 if an output SQNR (dB) is below this')
@@ -164,7 +166,8 @@ def quantize_one(args) -> int:
     t0 = time.perf_counter()
     try:
         excluded = q.quantize_onnx(fp32_path, args.out, calib, method=args.calib_method,
-                                   progress=not args.no_progress, exclude=args.exclude)
+                                   progress=not args.no_progress, exclude=args.exclude,
+                                   activation_bits=args.activation_bits)
     except q.UnfusedModelError as err:
         print(f'REFUSED: {err}', file=sys.stderr)
         return 2

@@ -18,7 +18,9 @@ Outputs, as mmdet's / mmseg's own tools/test.py make them:
   (``DetVisualizationHook`` / ``SegVisualizationHook``). DIR is taken as given (relative to the
   current directory), for both codebases; mmdet's test.py would put a relative DIR under
   ``work_dir/<timestamp>/``. mmdet draws every test image into DIR; mmseg draws every
-  ``default_hooks.visualization.interval``-th batch (50 by default) into ``DIR/vis_data/vis_image``.
+  ``default_hooks.visualization.interval``-th batch (50 by default) into ``DIR/vis_data/vis_image``
+  (and, unlike mmseg's test.py, does not need the training set on disk: see
+  ``rep_backbones.mm.runner_utils.draw_test_predictions``).
 * ``--out-json FILE``: the metrics as JSON, written atomically.
 """
 import argparse

@@ -125,9 +125,9 @@ def compare_predictions(reference, other, top_k: Optional[int] = None) -> Dict[s
     """Differences between two predictions for one image (mmdet ``DetDataSample`` or mmseg ``SegDataSample``).
 
     Detection: the ``top_k`` highest-scoring detections of each side (all when ``None``) are matched
-    greedily, best score first, to the same-label detection of the other side with the largest IoU.
+    greedily, best score first, to the nearest same-label detection of the other side.
     Returns ``num_reference``, ``num_other``, ``unmatched`` (detections of either side's top-k without a
-    partner at IoU >= 0.5), ``max_box_diff`` (pixels, original image), ``max_score_diff``, ``min_box_iou``
+    partner within 1 pixel or at IoU >= 0.5), ``max_box_diff`` (pixels, original image), ``max_score_diff``, ``min_box_iou``
     and, with masks, ``min_mask_iou`` (binary masks, an empty pair counts as 1). Segmentation:
     ``pixel_agreement`` (fraction of equal labels) and ``num_pixels``.
     """
@@ -161,18 +161,19 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _greedy_match(first, second, top_k: Optional[int]) -> List[Tuple[int, Optional[int]]]:
     """Pairs ``(i, j)``: each of ``first``'s top-k detections (by score) with the unused same-label detection
-    of ``second`` of largest IoU (>= 0.5), or ``None``."""
+    of ``second`` nearest to it (largest coordinate difference), accepted when within 1 pixel or at IoU >= 0.5
+    (IoU alone would refuse equal boxes of zero area, which clipping at the image border makes); else ``None``."""
     order = torch.argsort(first.scores, descending=True, stable=True)[:top_k]
-    overlaps = _iou(first.bboxes, second.bboxes) if len(first) and len(second) else None
     used, pairs = set(), []
     for i in order.tolist():
-        best, best_iou = None, 0.5
-        if overlaps is not None:
-            for j in torch.nonzero(second.labels == first.labels[i]).flatten().tolist():
-                if j not in used and float(overlaps[i, j]) >= best_iou:
-                    best, best_iou = j, float(overlaps[i, j])
-        if best is not None:
-            used.add(best)
+        candidates = [j for j in torch.nonzero(second.labels == first.labels[i]).flatten().tolist() if j not in used]
+        best = None
+        if candidates:
+            dist = (second.bboxes[candidates] - first.bboxes[i]).abs().amax(dim=1)
+            j = candidates[int(dist.argmin())]
+            if float(dist.min()) <= 1.0 or float(_iou(first.bboxes[i:i + 1], second.bboxes[j:j + 1])) >= 0.5:
+                best = j
+                used.add(j)
         pairs.append((i, best))
     return pairs
 

@@ -162,7 +162,7 @@ def prepare_for_quantization(fp32_path: PathLike, out_path: PathLike) -> str:
 
 def quantize_onnx(fp32_path: PathLike, int8_path: PathLike, calibration: Sequence[np.ndarray],
                   per_channel: bool = True, method: str = 'minmax', progress: bool = True,
-                  exclude: Optional[str] = None) -> List[str]:
+                  exclude: Optional[str] = None, activation_bits: int = 8) -> List[str]:
     """Static INT8 quantization of ``fp32_path`` into ``int8_path`` (written atomically).
 
     QDQ format; weights int8 symmetric (per output channel with ``per_channel``), activations uint8
@@ -170,13 +170,16 @@ def quantize_onnx(fp32_path: PathLike, int8_path: PathLike, calibration: Sequenc
     from ``calibration`` (normalised ``1 x 3 x H x W`` float32 arrays) with ``method`` (``minmax``,
     ``entropy`` or ``percentile``). ``exclude``: a regular expression; graph nodes whose name it
     matches (``re.search``, e.g. ``'conv_dw/Conv$'``) stay in float (mixed precision). Returns the
-    excluded node names. Refuses a graph with BatchNormalization nodes.
+    excluded node names. ``activation_bits=16``: uint16 activations (A16W8, a precision diagnostic:
+    onnxruntime's CPU kernels run it through float). Refuses a graph with BatchNormalization nodes.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     if method not in CALIBRATION_METHODS:
         raise ValueError(f'calibration method {method!r} unknown; choose from {CALIBRATION_METHODS}')
     if not calibration:
         raise ValueError('no calibration images: static quantization needs at least one')
+    if activation_bits not in (8, 16):
+        raise ValueError(f'activation_bits must be 8 or 16, got {activation_bits}')
     norms = onnx_batchnorm_nodes(fp32_path)
     if norms:
         raise UnfusedModelError(
@@ -199,7 +202,8 @@ def quantize_onnx(fp32_path: PathLike, int8_path: PathLike, calibration: Sequenc
         quantize_static(prepared, tmp, _reader(input_name, calibration, 'calibration' if progress else None),
                         nodes_to_exclude=excluded,
                         quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8 if activation_bits == 8 else QuantType.QUInt16,
+                        weight_type=QuantType.QInt8,
                         calibrate_method=calib_method)
     return excluded
 
@@ -546,7 +550,8 @@ def family_table(specs: Sequence[str] = FAMILY_SPECS, settings=None, n_calib: in
     same images; SQNR on ``n_eval`` toy-COCO validation images (``data_root``, default
     ``data/toy_quant_HxW``, generated at the input size); ImageNet normalisation; batch 1. As a
     sensitivity check the same weights with BatchNorm as initialised (identity) are quantized too
-    (``init_bn_outputs``).
+    (``init_bn_outputs``), and as a precision diagnostic the default layout with 16-bit activations
+    (``a16w8_outputs``: what is left is the int8 weights' share of the error).
     """
     from tqdm import tqdm
 
@@ -564,6 +569,7 @@ def family_table(specs: Sequence[str] = FAMILY_SPECS, settings=None, n_calib: in
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for spec in tqdm(specs, desc='family table', unit='net', disable=not progress):
+            tag = spec.replace(':', '_')
             torch.manual_seed(seed)
             model = calibrate_bn(build_from_spec(spec), bn_batches, seed)
             layouts = fused_layouts(model)
@@ -577,13 +583,19 @@ def family_table(specs: Sequence[str] = FAMILY_SPECS, settings=None, n_calib: in
                 with torch.no_grad():
                     out = module(x)
                 diff = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(out, ref))
-                measured = measure_fused(module, calib, evals, workdir, f'{spec.replace(":", "_")}_{name}',
+                measured = measure_fused(module, calib, evals, workdir, f'{tag}_{name}',
                                          threads, settings if name == 'default' else None,
                                          1 if name == 'default' else 0)
                 measured['rel_diff_vs_default'] = diff
                 if 'ranges' in measured:
-                    measured['ranges'] = [dataclasses.asdict(r) for r in measured['ranges'][:top_k]]
+                    worst = measured['ranges'][:top_k]
+                    worst += [r for r in measured['ranges'] if r.kind == 'weight' and r not in worst][:2]
+                    measured['ranges'] = [dataclasses.asdict(r) for r in worst]
                 row['layouts'][name] = measured
+            fp32, a16 = (os.path.join(workdir, f'{tag}_default.{kind}.onnx') for kind in ('fp32', 'a16w8'))
+            quantize_onnx(fp32, a16, calib, progress=False, activation_bits=16)
+            row['a16w8_outputs'] = [dataclasses.asdict(p) for p in parity_report(
+                quiet_session(fp32, threads), quiet_session(a16, threads), evals)]
             rows.append(row)
     return rows
 
@@ -596,23 +608,24 @@ def format_family_table(rows: Sequence[dict]) -> str:
     def sqnr(outputs: Sequence[dict]) -> str:
         return ' / '.join(f"{o['sqnr_db']:.1f}" for o in outputs)
 
-    lines = ['| backbone | fp32 eager fused (ms) | fp32 onnxruntime (ms) | INT8 onnxruntime (ms) | INT8 vs fp32 '
-             'onnxruntime | SQNR (dB), stride 4 / 8 / 16 / 32 | SQNR with BN at init (dB) |',
-             '|---|---|---|---|---|---|---|']
+    lines = ['| backbone | fp32 eager fused (ms) | fp32 onnxruntime (ms) | INT8 onnxruntime (ms) | INT8 speed-up vs '
+             'fp32 onnxruntime | SQNR (dB), stride 4 / 8 / 16 / 32 | same, 16-bit activations | same, BN at init |',
+             '|---|---|---|---|---|---|---|---|']
     for row in rows:
         d = row['layouts']['default']
         lat = d['latency']
         lines.append(f"| {row['spec']} | {ms(lat['fp32 eager'])} | {ms(lat['fp32 ort'])} | {ms(lat['int8 ort'])} | "
-                     f"{lat['fp32 ort']['median_ms'] / lat['int8 ort']['median_ms']:.2f}x faster | "
-                     f"{sqnr(d['outputs'])} | {sqnr(row['init_bn_outputs'])} |")
+                     f"{lat['fp32 ort']['median_ms'] / lat['int8 ort']['median_ms']:.2f}x | {sqnr(d['outputs'])} | "
+                     f"{sqnr(row['a16w8_outputs'])} | {sqnr(row['init_bn_outputs'])} |")
     lines += ['', 'Exact fused layouts (fp32: max |out - default| / max |default|; SQNR of INT8 vs fp32):', '',
               '| backbone | layout | fp32 rel. diff vs default | SQNR (dB), stride 4 / 8 / 16 / 32 |',
               '|---|---|---|---|']
     for row in rows:
         for name, d in row['layouts'].items():
             lines.append(f"| {row['spec']} | {name} | {d['rel_diff_vs_default']:.1e} | {sqnr(d['outputs'])} |")
-    lines += ['', 'Lowest single-step SQNR of each default layout (range report on 1 image; columns: kind, '
-              'SQNR of its own quantization, SQNR accumulated up to it, float range, channel spread, tensor):', '']
+    lines += ['', 'Range report of each default layout (1 image): the tensors with the lowest single-step SQNR, '
+              'then the two weights with the lowest; columns: kind, SQNR of its own quantization, SQNR '
+              'accumulated up to it (activations), float range, channel spread, tensor:', '']
     for row in rows:
         lines.append(f"{row['spec']}:")
         lines += ['  ' + RangeRow(**r).line() for r in row['layouts']['default']['ranges']]

@@ -60,6 +60,10 @@ class RepBackbone(nn.Module):
     arch_settings: ClassVar[Dict[str, object]] = {}
     arch_aliases: ClassVar[Dict[str, str]] = {}
     default_out_indices: ClassVar[Tuple[int, ...]] = (0, 1, 2, 3)
+    # Memory format of the deploy form's weights, chosen per family by measurement (the family file
+    # says which run). Channels-last conv weights make PyTorch's CPU convolutions take the oneDNN
+    # NHWC path even for an NCHW input; the outputs then stay channels-last through the backbone.
+    deploy_memory_format: ClassVar[torch.memory_format] = torch.contiguous_format
     # ``initializer(module, init_cfg)`` for init_cfg types other than 'Pretrained'; the mm layer sets
     # it to mmengine's ``initialize`` (kept out of here: this module imports nothing from mm).
     external_initializer: ClassVar[Optional[Callable]] = None
@@ -224,6 +228,7 @@ class RepBackbone(nn.Module):
             self._reparameterize()
         finally:
             self._fusing = False
+        self.to(memory_format=self.deploy_memory_format)
         self.deploy = True
         self._freeze_stages()
 

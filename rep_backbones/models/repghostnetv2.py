@@ -168,56 +168,6 @@ class UniversalInvertedBottleneck(nn.Module):
         return self.drop_path(y) + x if self.has_skip else y
 
 
-# -- official layout -------------------------------------------------------------------------------
-_UIB_PARTS = {'start_dw_': 'dw_start', 'expand_conv': 'pw_exp', 'middle_dw': 'dw_mid', 'proj_conv': 'pw_proj',
-              'end_dw': 'dw_end'}
-
-
-def official_module_map(stages: List[list]) -> Dict[str, str]:
-    """Module names of the official RepGhostNetV2 repository (``layers.{i}...``, flat, both of its nets)
-    -> this package's (timm's) names, for the given (net-specific) stage specs."""
-    names = {'layers.0.conv': 'conv_stem', 'layers.0.bn1': 'bn1'}
-    i = 1
-    for s, stage in enumerate(stages):
-        for b, spec in enumerate(stage):
-            ours = f'blocks.{s}.{b}'
-            if isinstance(spec, CN):
-                names.update({f'layers.{i}.conv': f'{ours}.conv', f'layers.{i}.bn1': f'{ours}.bn1'})
-            elif isinstance(spec, ER):   # two official ConvBnAct layers
-                names.update({f'layers.{i}.conv': f'{ours}.conv_exp', f'layers.{i}.bn1': f'{ours}.bn1',
-                              f'layers.{i + 1}.conv': f'{ours}.conv_pwl', f'layers.{i + 1}.bn1': f'{ours}.bn2'})
-                i += 1
-            else:
-                for part, mine in _UIB_PARTS.items():
-                    names.update({f'layers.{i}.{part}.conv': f'{ours}.{mine}.conv',
-                                  f'layers.{i}.{part}.bn1': f'{ours}.{mine}.bn'})
-            i += 1
-    return names
-
-
-def is_official_layout(state_dict) -> bool:
-    return any(k.startswith('layers.0.') for k in state_dict)
-
-
-def convert_official_state_dict(state_dict: Dict[str, Tensor], arch: str = 'S',
-                                net: str = 'RepGhostNetV2') -> Dict[str, Tensor]:
-    """Rename an official RepGhostNetV2-repository state dict (its ``RepGhostNetV2`` or
-    ``MobileNetV4``, ``net`` says which, variant ``arch``) to this package's timm-style layout.
-
-    Head keys (``conv_head``, ``classifier``) keep their names; keys that match no module of the
-    variant are kept as they are (a strict load then reports them as unexpected).
-    """
-    cls = {'repghostnetv2': RepGhostNetV2, 'mobilenetv4': MobileNetV4}.get(str(net).lower())
-    if cls is None:
-        raise ValueError(f"net must be 'RepGhostNetV2' or 'MobileNetV4', got {net!r}")
-    names = official_module_map(cls.stage_specs(cls.resolve_arch(arch)))
-    out = {}
-    for key, value in state_dict.items():
-        module, _, param = key.rpartition('.')
-        out[f'{names[module]}.{param}' if module in names else key] = value
-    return out
-
-
 # -- backbones ---------------------------------------------------------------------------------------
 class _UniversalNet(RepBackbone):
     """Builder shared by :class:`RepGhostNetV2` and :class:`MobileNetV4` (see the module docstring).
@@ -384,6 +334,56 @@ class MobileNetV4(_UniversalNet):
         alias: name for name, spec in SPECS.items() for alias in (_SIZES[name], spec.timm_name)})
     repghost_shortcuts = False
     default_stem_1x1_act = True
+
+
+# -- official state-dict layout -------------------------------------------------------------------------------
+_UIB_PARTS = {'start_dw_': 'dw_start', 'expand_conv': 'pw_exp', 'middle_dw': 'dw_mid', 'proj_conv': 'pw_proj',
+              'end_dw': 'dw_end'}
+
+
+def official_module_map(stages: List[list]) -> Dict[str, str]:
+    """Module names of the official RepGhostNetV2 repository (``layers.{i}...``, flat, both of its nets)
+    -> this package's (timm's) names, for the given (net-specific) stage specs."""
+    names = {'layers.0.conv': 'conv_stem', 'layers.0.bn1': 'bn1'}
+    i = 1
+    for s, stage in enumerate(stages):
+        for b, spec in enumerate(stage):
+            ours = f'blocks.{s}.{b}'
+            if isinstance(spec, CN):
+                names.update({f'layers.{i}.conv': f'{ours}.conv', f'layers.{i}.bn1': f'{ours}.bn1'})
+            elif isinstance(spec, ER):   # two official ConvBnAct layers
+                names.update({f'layers.{i}.conv': f'{ours}.conv_exp', f'layers.{i}.bn1': f'{ours}.bn1',
+                              f'layers.{i + 1}.conv': f'{ours}.conv_pwl', f'layers.{i + 1}.bn1': f'{ours}.bn2'})
+                i += 1
+            else:
+                for part, mine in _UIB_PARTS.items():
+                    names.update({f'layers.{i}.{part}.conv': f'{ours}.{mine}.conv',
+                                  f'layers.{i}.{part}.bn1': f'{ours}.{mine}.bn'})
+            i += 1
+    return names
+
+
+def is_official_layout(state_dict) -> bool:
+    return any(k.startswith('layers.0.') for k in state_dict)
+
+
+def convert_official_state_dict(state_dict: Dict[str, Tensor], arch: str = 'S',
+                                net: str = 'RepGhostNetV2') -> Dict[str, Tensor]:
+    """Rename an official RepGhostNetV2-repository state dict (its ``RepGhostNetV2`` or
+    ``MobileNetV4``, ``net`` says which, variant ``arch``) to this package's timm-style layout.
+
+    Head keys (``conv_head``, ``classifier``) keep their names; keys that match no module of the
+    variant are kept as they are (a strict load then reports them as unexpected).
+    """
+    cls = {'repghostnetv2': RepGhostNetV2, 'mobilenetv4': MobileNetV4}.get(str(net).lower())
+    if cls is None:
+        raise ValueError(f"net must be 'RepGhostNetV2' or 'MobileNetV4', got {net!r}")
+    names = official_module_map(cls.stage_specs(cls.resolve_arch(arch)))
+    out = {}
+    for key, value in state_dict.items():
+        module, _, param = key.rpartition('.')
+        out[f'{names[module]}.{param}' if module in names else key] = value
+    return out
 
 
 # -- classifiers -------------------------------------------------------------------------------------
