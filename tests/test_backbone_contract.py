@@ -91,7 +91,7 @@ def test_unknown_variant_lists_the_valid_ones(name):
 
 
 @pytest.mark.parametrize('name', FAMILIES)
-def test_frozen_stages_norm_eval_and_with_cp(name):
+def test_frozen_stages_norm_eval_and_with_cp(name, monkeypatch):
     torch.manual_seed(0)
     cls = BACKBONES[name]
     arch = next(iter(cls.arch_settings))
@@ -108,10 +108,14 @@ def test_frozen_stages_norm_eval_and_with_cp(name):
     checkpointed = cls(arch=arch, with_cp=True).train()
     checkpointed.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 64)
+    import rep_backbones.models.base as base
+    calls = []
+    monkeypatch.setattr(base, 'checkpoint', lambda fn, *a, **k: calls.append(fn) or torch.utils.checkpoint.checkpoint(fn, *a, **k))
     grads = []
     for net in (plain, checkpointed):
         sum(o.square().mean() for o in net(x)).backward()
         grads.append({k: p.grad.clone() for k, p in net.named_parameters()})
+    assert len(calls) >= 5                                     # stem + blocks were recomputed
     assert grads[0].keys() == grads[1].keys()
     for key in grads[0]:
         assert torch.allclose(grads[0][key], grads[1][key], rtol=1e-4, atol=1e-6), key

@@ -23,8 +23,10 @@ def test_main_job_on_a_tiny_schedule(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     # progress reaches the console: training and test iterations with ETA and time per iteration
-    assert any('Iter(train)' in line and 'eta:' in line and 'time:' in line for line in proc.stdout.splitlines())
-    assert any('Epoch(test)' in line and 'eta:' in line for line in proc.stdout.splitlines())
+    lines = proc.stdout.splitlines()
+    assert any('Iter(train)' in line and 'eta:' in line and 'time:' in line for line in lines)
+    assert any('Iter(test)' in line and 'eta:' in line for line in lines)
+    assert not any('Warning' in line for line in lines)     # warnings stay in the log files
     assert (work / 'train.log').stat().st_size > len(proc.stdout) / 10   # the full log is in the file
 
     results = json.loads((work / 'results.json').read_text())

@@ -164,9 +164,9 @@ def test_identity_split_is_exact(spec, toy_inputs):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_tool(*argv) -> subprocess.CompletedProcess:
+def run_tool(*argv, cwd=ROOT) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, str(ROOT / 'tools' / 'quantize_onnx.py'), *map(str, argv)], cwd=ROOT,
+    return subprocess.run([sys.executable, str(ROOT / 'tools' / 'quantize_onnx.py'), *map(str, argv)], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -198,3 +198,23 @@ def test_tool_refuses_unfused_model(toy_images, tmp_path):
 def test_tool_requires_arguments():
     proc = run_tool('RepGhostNet:0.5x', 'none')
     assert proc.returncode == 2 and '--out are required' in proc.stderr
+
+
+def test_tool_detector_tensor_mode_and_map(tmp_path):
+    """Whole RetinaNet (toy config, random init) in tensor mode: 5 score + 5 box outputs, and bbox mAP
+    of the fp32 and the INT8 graph from mmdet's evaluator on a 2-image toy test set (``cwd`` holds
+    the config's ``data/toy_coco``)."""
+    pytest.importorskip('mmdet')
+    pytest.importorskip('mmcv.ops')                     # NMS of the post-processing
+    from detection.toy_coco import make_toy_coco
+    paths = make_toy_coco(tmp_path / 'data' / 'toy_coco', num_train=2, num_val=2)
+    out = tmp_path / 'det.int8.onnx'
+    proc = run_tool(ROOT / 'configs' / 'toy' / 'toy_retinanet_repghost_1_0x.py', 'none', '--out', out,
+                    '--calib-dir', paths['train_img_dir'], '--calib-n', 2, '--eval-n', 1, '--eval-map',
+                    '--threads', 1, '--no-progress', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'input size (160, 192) from the pipeline' in proc.stdout
+    assert len(re.findall(r'^  output\d+ \(1, \d+, \d+, \d+\): SQNR', proc.stdout, re.M)) == 10
+    for name in ('fp32', 'INT8'):
+        found = re.search(rf'^{name} onnxruntime: coco/bbox_mAP ([\d.]+), coco/bbox_mAP_50 ([\d.]+)$', proc.stdout, re.M)
+        assert found and all(0 <= float(v) <= 1 for v in found.groups()), proc.stdout[-2000:]

@@ -48,6 +48,8 @@ METRICS = [('coco/bbox_mAP', 'bbox mAP'), ('coco/bbox_mAP_50', 'bbox mAP@50'),
 # iteration), checkpoints, RepFuseHook's report, errors; everything else stays in the log file
 PROGRESS = re.compile(r'(Iter|Epoch)\((train|val|test)\)|Saving checkpoint|RepFuseHook[ :(]+[a-z]|fused vs|Advance dataloader'
                       r'|Error|Traceback|FAILED')
+# what the console shows of the other tools' output: all but Python's warnings
+NO_WARNINGS = re.compile(r'^(?!.*(Warning|_bootstrap\._exec|import pkg_resources|warnings\.warn)).+')
 MM_PREFIX = re.compile(r'^\d\d/\d\d \d\d:\d\d:\d\d - mmengine - (INFO|WARNING) - ')
 
 
@@ -275,7 +277,7 @@ def main(argv=None):
 
     print('[4/7] fused checkpoint, tested with the deploy config', flush=True)
     fused = work / 'fused.pth'
-    run([py, 'tools/fuse_checkpoint.py', config, checkpoint, fused], work / 'fuse.log', show=None)
+    run([py, 'tools/fuse_checkpoint.py', config, checkpoint, fused], work / 'fuse.log', show=NO_WARNINGS)
     out = work / 'metrics_deploy.json'
     run([py, 'tools/test.py', deploy_config, fused, '--work-dir', work, '--out-json', out, *as_cli(data_opts)],
         work / 'test_deploy.log')
@@ -306,7 +308,7 @@ def main(argv=None):
           flush=True)
     onnx_path = work / 'fused.onnx'
     run([py, 'tools/export_onnx.py', deploy_config, fused, '--out', onnx_path, '--shape', *map(str, shape[2:]),
-         *part], work / 'export_onnx.log', show=None)
+         *part], work / 'export_onnx.log', show=NO_WARNINGS)
 
     threads = torch.get_num_threads()
     print(f'[6/7] timing the four forms on {len(dataloader.dataset)} validation images (batch 1, {threads} '

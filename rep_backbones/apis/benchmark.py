@@ -432,8 +432,8 @@ def _probe_main(payload: str) -> None:
 
 
 # -- tables ------------------------------------------------------------------------------------
-def _run_table(groups: Dict[str, Dict[tuple, dict]], settings: Settings, memory: bool, batch: int,
-               ) -> Tuple[List[dict], Dict[str, str]]:
+def _run_table(groups: Dict[str, Dict[tuple, dict]], settings: Settings,
+               memory: bool) -> Tuple[List[dict], Dict[str, str]]:
     """Build and time each group's cases (interleaved within a group); one row per measured case
     with the case's fields, its timing summary, its build info and (``memory``) its peak memory."""
     rows, notes = [], {}
@@ -455,7 +455,7 @@ def _run_table(groups: Dict[str, Dict[tuple, dict]], settings: Settings, memory:
         times = interleaved({k: b.fn for k, b in built.items()}, settings)
         for key, result in built.items():
             row = dict(model=label, **{k: v for k, v in cases[key].items() if k not in ('backbone', 'config')},
-                       **summarize(times[key], batch), **result.info)
+                       **summarize(times[key], settings.batch), **result.info)
             if memory:
                 try:
                     row.update(measure_memory_in_subprocess(cases[key], settings))
@@ -506,7 +506,7 @@ def benchmark_backbones(specs: Sequence[str], settings: Settings, variants: Sequ
         if 'ort' in variants:
             cases[('ort', 'nchw')] = dict(backbone=spec, variant='ort', memory_format='nchw')
         groups[spec] = cases
-    rows, notes = _run_table(groups, settings, memory, settings.batch)
+    rows, notes = _run_table(groups, settings, memory)
     _speedups(rows, lambda r: (r['model'], r['memory_format']), 'train')
     return dict(kind='backbones', settings=settings.public(), environment=environment(settings),
                 fuse_seconds={r['model']: r['fuse_s'] for r in rows
@@ -565,7 +565,7 @@ def benchmark_models(configs: Sequence[str], settings: Settings, forms: Sequence
                     cases[(form, mode, fmt)] = dict(config=config, checkpoint=checkpoint, form=form, mode=mode,
                                                     memory_format=fmt)
         groups[label] = cases
-    rows, notes = _run_table(groups, settings, memory, settings.batch)
+    rows, notes = _run_table(groups, settings, memory)
     _speedups(rows, lambda r: (r['model'], r['mode'], r['memory_format']), 'train')
     return dict(kind='models', settings=settings.public(), environment=environment(settings), notes=notes,
                 results=rows)
@@ -586,7 +586,7 @@ def benchmark_training(configs: Sequence[str], settings: Settings, memory: bool 
         groups[label] = {(f'with_cp={cp}',): dict(config=config, with_cp=cp) for cp in (False, True)}
     for ours, theirs in classifier_pairs:
         groups[f'{ours} classifier'] = {('ours',): dict(classifier=ours), (f'timm {theirs}',): dict(timm=theirs)}
-    rows, notes = _run_table(groups, settings, memory, settings.batch)
+    rows, notes = _run_table(groups, settings, memory)
     for row in rows:
         row['form'] = 'with_cp' if row.pop('with_cp', False) else ('timm ' + row.pop('timm') if 'timm' in row
                                                                   else 'train')

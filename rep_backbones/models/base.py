@@ -185,11 +185,11 @@ class RepBackbone(nn.Module):
         outs = []
         last = self.out_indices[-1]
         for idx, modules in enumerate(self.feature_stages()):
-            for module in modules:
-                if self.with_cp and self.training:
-                    for block in _blocks(module):
-                        x = checkpoint(block, x, use_reentrant=False)
-                else:
+            if self.with_cp and self.training:
+                for segment in _checkpoint_segments(modules):
+                    x = checkpoint(segment, x, use_reentrant=False)
+            else:
+                for module in modules:
                     x = module(x)
             feature = idx - 1
             if feature in self.out_indices:
@@ -317,11 +317,28 @@ class RepBackbone(nn.Module):
             state_dict.update({prefix + k: v for k, v in converted.items()})
 
 
-def _blocks(module: nn.Module) -> List[nn.Module]:
-    """The units ``with_cp`` checkpoints one by one: nested ``nn.Sequential`` containers unrolled."""
-    if isinstance(module, nn.Sequential):
-        return [block for child in module for block in _blocks(child)]
-    return [module]
+def _checkpoint_segments(modules: Sequence[nn.Module]) -> List[nn.Module]:
+    """What ``with_cp`` recomputes, one segment at a time: every block of the stage containers
+    (nested ``nn.Sequential`` unrolled down to blocks), and each run of plain layers (conv, BN,
+    activation) as one segment -- an in-place activation must share its segment with the layer that
+    produced its input, or it would modify a saved checkpoint output."""
+    def units(module: nn.Module) -> List[nn.Module]:
+        if isinstance(module, nn.Sequential) and any(len(list(c.children())) for c in module):
+            return [u for child in module for u in units(child)]
+        return [module]
+
+    segments, layers = [], []
+    for unit in (u for m in modules for u in units(m)):
+        if list(unit.children()):
+            if layers:
+                segments.append(nn.Sequential(*layers))
+                layers = []
+            segments.append(unit)
+        else:
+            layers.append(unit)
+    if layers:
+        segments.append(nn.Sequential(*layers))
+    return segments
 
 
 def arch_aliases(names: Iterable[str], prefixes: Sequence[str] = (), extra: Optional[Dict[str, str]] = None

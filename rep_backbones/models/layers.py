@@ -64,7 +64,9 @@ class ClassifierForm:
     """timm's classifier interface for the classifier forms (mixed in before the backbone class):
     ``forward(x) = forward_head(forward_features(x))``; ``forward_features`` is the backbone's last
     map ``[N, C, H, W]``, ``forward_head(x, pre_logits)`` the family's head, plus
-    ``get_classifier`` / ``reset_classifier`` and ``num_classes`` / ``num_features``."""
+    ``get_classifier`` / ``reset_classifier`` and ``num_classes`` / ``num_features``. A family names
+    its final layer (``classifier_name``) and builds a new one in ``new_classifier(num_classes)``."""
+    classifier_name = 'classifier'
 
     def forward_features(self, x: Tensor) -> Tensor:
         (x,) = super().forward(x)   # the backbone's forward (next in the MRO), out_indices = (last,)
@@ -72,6 +74,25 @@ class ClassifierForm:
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def finish_classifier(self, num_classes: int, deploy: bool) -> None:
+        """End of a classifier's ``__init__``: the final layer, then fusion if asked for."""
+        self.reset_classifier(num_classes)
+        if deploy:
+            self.switch_to_deploy()
+
+    def is_head_key(self, key: str) -> bool:
+        return False            # a classifier loads its head too
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.classifier_name)
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new final layer for ``num_classes`` (0: identity); only average pooling exists here."""
+        if global_pool not in (None, 'avg'):
+            raise ValueError(f"only global_pool='avg' is supported, got {global_pool!r}")
+        self.num_classes = num_classes
+        setattr(self, self.classifier_name, self.new_classifier(num_classes) if num_classes else nn.Identity())
 
 
 class OfficialClassifierHead(ClassifierForm):
@@ -85,19 +106,11 @@ class OfficialClassifierHead(ClassifierForm):
         self.conv_head = nn.Conv2d(in_chs, hidden, 1, bias=True)
         self.act2 = nn.ReLU(inplace=True)
         self.num_features = hidden
-        self.reset_classifier(num_classes)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.act2(self.conv_head(F.adaptive_avg_pool2d(x, 1)))
         x = F.dropout(torch.flatten(x, 1), p=self.drop_rate, training=self.training)
         return x if pre_logits else self.classifier(x)
 
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """New ``classifier`` Linear for ``num_classes`` (0: identity); only average pooling exists."""
-        if global_pool not in (None, 'avg'):
-            raise ValueError(f"only global_pool='avg' is supported, got {global_pool!r}")
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+    def new_classifier(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.num_features, num_classes)

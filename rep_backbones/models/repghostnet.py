@@ -183,8 +183,4 @@ class RepGhostNetClassifier(OfficialClassifierHead, RepGhostNet):
                  deploy: bool = False, init_cfg: Optional[dict] = None, in_channels: int = 3):
         super().__init__(arch, out_indices=(4,), deploy=False, init_cfg=init_cfg, in_channels=in_channels)
         self.init_head(self.feature_info[-1]['num_chs'], num_classes, drop_rate)
-        if deploy:
-            self.switch_to_deploy()
-
-    def is_head_key(self, key: str) -> bool:
-        return False
+        self.finish_classifier(num_classes, deploy)

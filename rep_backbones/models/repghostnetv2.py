@@ -395,12 +395,7 @@ class _UniversalClassifier(OfficialClassifierHead):
                  reparam_bn: bool = False, init_cfg: Optional[dict] = None, **kwargs):
         super().__init__(arch, out_indices=(4,), deploy=False, reparam_bn=reparam_bn, init_cfg=init_cfg, **kwargs)
         self.init_head(self.feature_info[-1]['num_chs'], num_classes, drop_rate)
-        if deploy:
-            self.switch_to_deploy()
-
-    @staticmethod
-    def is_head_key(key: str) -> bool:
-        return False
+        self.finish_classifier(num_classes, deploy)
 
     def convert_state_dict(self, state_dict: Dict[str, Tensor], form: str) -> Dict[str, Tensor]:
         state_dict = super().convert_state_dict(state_dict, form)

@@ -205,25 +205,11 @@ class RepMobileClassifier(ClassifierForm, RepMobile):
         self.head = nn.Sequential(nn.Conv2d(dim, final_dim, 1, bias=False), nn.BatchNorm2d(final_dim, eps=BN_EPS),
                                   nn.ReLU(inplace=True))
         self.num_features, self.distillation, self.drop_rate = final_dim, distillation, drop_rate
-        self.reset_classifier(num_classes)
-        if deploy:
-            self.switch_to_deploy()
-
-    @staticmethod
-    def is_head_key(key: str) -> bool:
-        return False
+        self.finish_classifier(num_classes, deploy)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False):
         x = F.adaptive_avg_pool2d(self.head(x), 1).flatten(1)
         return x if pre_logits else self.classifier(x)
 
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """A new :class:`RepMobileHead` for ``num_classes`` (0: identity)."""
-        if global_pool not in (None, 'avg'):
-            raise ValueError(f"only global_pool='avg' is supported, got {global_pool!r}")
-        self.num_classes = num_classes
-        self.classifier = (RepMobileHead(self.num_features, num_classes, self.distillation, self.drop_rate)
-                           if num_classes else nn.Identity())
+    def new_classifier(self, num_classes: int) -> nn.Module:
+        return RepMobileHead(self.num_features, num_classes, self.distillation, self.drop_rate)

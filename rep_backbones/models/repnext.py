@@ -588,6 +588,7 @@ class RepNeXtClassifier(ClassifierForm, RepNeXt):
     """The ImageNet classifier: backbone -> global average pool -> dropout -> distillation head.
     Keys equal the official checkpoints'; fusion also turns the two heads into one ``nn.Linear``
     (``head.weight`` / ``head.bias``, as the official fused model: ``DistillationHead.fuse``)."""
+    classifier_name = 'head'
 
     def __init__(self, arch: str = 'M0', num_classes: int = 1000, distillation: bool = True,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, deploy: bool = False,
@@ -597,29 +598,14 @@ class RepNeXtClassifier(ClassifierForm, RepNeXt):
         self.drop_rate = drop_rate
         self.distillation = distillation
         self.num_features = self.feature_info[-1]['num_chs']
-        self.reset_classifier(num_classes)
-        if deploy:
-            self.switch_to_deploy()
-
-    @staticmethod
-    def is_head_key(key: str) -> bool:
-        return False
+        self.finish_classifier(num_classes, deploy)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False):
         x = F.dropout(x.mean((2, 3)), p=self.drop_rate, training=self.training)
         return x if pre_logits else self.head(x)
 
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """A new head for ``num_classes`` (0: identity): distillation head, or one Linear once fused."""
-        if global_pool not in (None, 'avg'):
-            raise ValueError(f"only global_pool='avg' is supported, got {global_pool!r}")
-        self.num_classes = num_classes
-        if not num_classes:
-            self.head = nn.Identity()
-        elif self.deploy:
-            self.head = nn.Linear(self.num_features, num_classes)
-        else:
-            self.head = DistillationHead(self.num_features, num_classes, self.distillation)
+    def new_classifier(self, num_classes: int) -> nn.Module:
+        """The distillation head, or (fused model) the one Linear it fuses to."""
+        if self.deploy:
+            return nn.Linear(self.num_features, num_classes)
+        return DistillationHead(self.num_features, num_classes, self.distillation)
