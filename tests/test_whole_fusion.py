@@ -59,3 +59,27 @@ def test_whole_fused_model_equals_training_form(config, kind):
     fused = rep_backbones.fuse(copy.deepcopy(model), whole=True)
     assert count_norms(fused) == 0
     assert_fusion_exact(model, fused, x, lambda m: rep_backbones.fuse(m, whole=True), forward=forward)
+
+
+def test_whole_fused_checkpoint_loads_into_the_deploy_structure(tmp_path):
+    """tools/fuse_checkpoint.py --whole: the file loads strictly into the deploy config's model with the
+    necks' / heads' pairs folded (what tools/test.py --whole-fused builds) and computes the same."""
+    from rep_backbones.apis.fused_checkpoint import build_deploy_model, fuse_checkpoint
+    from rep_backbones.checkpoint import read_checkpoint
+    config = os.path.join(ROOT, 'configs', 'toy', 'toy_retinanet_repghost_1_0x.py')
+    options = {'model.backbone.arch': '0.5x', 'model.neck.in_channels': [12, 20, 56, 80],
+               'model.neck.norm_cfg': dict(type='BN'), 'model.bbox_head.norm_cfg': dict(type='BN')}
+    model = randomize_bn(build_model_from_config(config, None, cfg_options=options)).eval()
+    assert count_norms(model.neck) > 0 and count_norms(model.bbox_head) > 0
+    src, dst = tmp_path / 'trained.pth', tmp_path / 'fused.pth'
+    torch.save({'meta': {}, 'state_dict': model.state_dict()}, src)
+    summary = fuse_checkpoint(config, str(src), str(dst), options, whole=True)
+    assert 'no BatchNorm left' in summary
+    deploy = build_deploy_model(config, options, whole=True).eval()
+    deploy.load_state_dict(read_checkpoint(str(dst))['state_dict'], strict=True)
+    assert count_norms(deploy) == 0
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ref, out = model(x, mode='tensor'), deploy(x, mode='tensor')
+    for a, b in zip([t for level in ref for t in level], [t for level in out for t in level]):
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max()

@@ -31,6 +31,7 @@ from mmengine.runner import Runner
 import rep_backbones  # noqa: F401  (registers backbones and hooks)
 from rep_backbones.apis.atomic import write_json
 from rep_backbones.checkpoint import TRUST_ENV
+from rep_backbones.fusion import fold_conv_bn_outside
 from rep_backbones.mm.runner_utils import (DictAction, adapt_to_cpu, add_prediction_dump, draw_test_predictions,
                                            ensure_hook, load_config, remove_hook)
 
@@ -46,6 +47,9 @@ def parse_args():
                         help='dump the raw predictions to this .pkl file (mmdet: DumpDetResults, masks as RLE; '
                              'mmseg: DumpResults)')
     parser.add_argument('--show-dir', help='draw the predictions into this directory')
+    parser.add_argument('--whole-fused', action='store_true',
+                        help='CHECKPOINT was written by tools/fuse_checkpoint.py --whole: fold the necks\' and heads\' '
+                             'conv+BN pairs of the (deploy) CONFIG\'s model before loading it')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help=f'allow full unpickling of the checkpoint (same as {TRUST_ENV}=1)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -73,6 +77,8 @@ def main():
     if args.show_dir:
         draw_test_predictions(cfg, args.show_dir)
     runner = Runner.from_cfg(cfg)
+    if args.whole_fused:   # structure only: the values come from the checkpoint, loaded by runner.test()
+        fold_conv_bn_outside(runner.model)
     if args.out:
         add_prediction_dump(runner, args.out)
     metrics = runner.test()

@@ -8,23 +8,36 @@ import torch
 
 from rep_backbones import fuse_with_report
 from rep_backbones.checkpoint import read_checkpoint
+from rep_backbones.fusion import fold_conv_bn_outside
 
 from .atomic import atomic_write
 from .build import build_model_from_config
 
 
-def fuse_checkpoint(config: str, src: str, dst: str, cfg_options: Optional[dict] = None) -> str:
+def build_deploy_model(config: str, cfg_options: Optional[dict] = None, whole: bool = False):
+    """``config``'s model in the structure of a fused checkpoint: backbone built with ``deploy=True``;
+    with ``whole`` also the necks' and heads' conv+BN pairs folded (their values come from the file)."""
+    model = build_model_from_config(config, None, cfg_options={**(cfg_options or {}), 'model.backbone.deploy': True})
+    if whole:
+        fold_conv_bn_outside(model)
+    return model
+
+
+def fuse_checkpoint(config: str, src: str, dst: str, cfg_options: Optional[dict] = None, whole: bool = False) -> str:
     """Build ``config``'s model, load ``src`` (mmengine checkpoint), fuse every re-parameterizable
-    backbone and write ``{'meta': ..., 'state_dict': fused}`` to ``dst``; returns the fusion summary.
+    backbone (``whole``: and every conv+BN pair of necks and heads) and write
+    ``{'meta': ..., 'state_dict': fused}`` to ``dst``; returns the fusion summary.
 
     The file is written to a temporary name first and loaded, strictly, into the same config built
-    with ``model.backbone.deploy=True`` (what ``configs/deploy/*_deploy.py`` do); only a file that
-    loads replaces ``dst`` (atomically, see :mod:`rep_backbones.apis.atomic`).
+    with ``model.backbone.deploy=True`` (what the ``deploy/`` configs do; ``whole``: see
+    :func:`build_deploy_model`); only a file that loads replaces ``dst`` (atomically, see
+    :mod:`rep_backbones.apis.atomic`).
     """
     model = build_model_from_config(config, src, cfg_options=cfg_options)
-    report = fuse_with_report(model)
-    meta = dict(read_checkpoint(src).get('meta') or {}, fused_from=os.path.abspath(src))
-    deploy = build_model_from_config(config, None, cfg_options={**(cfg_options or {}), 'model.backbone.deploy': True})
+    report = fuse_with_report(model, whole=whole)
+    meta = dict(read_checkpoint(src).get('meta') or {}, fused_from=str(src) if '://' in str(src) else os.path.abspath(src),
+                fused_whole=whole)
+    deploy = build_deploy_model(config, cfg_options, whole)
     with atomic_write(dst) as tmp:
         torch.save({'meta': meta, 'state_dict': model.state_dict()}, tmp)
         deploy.load_state_dict(read_checkpoint(tmp)['state_dict'], strict=True)
