@@ -34,6 +34,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -46,8 +47,8 @@ METRICS = [('coco/bbox_mAP', 'bbox mAP'), ('coco/bbox_mAP_50', 'bbox mAP@50'),
            ('coco/segm_mAP', 'mask mAP'), ('coco/segm_mAP_50', 'mask mAP@50')]
 # what the console shows of a train/test run: mmengine's progress lines (with ETA and time per
 # iteration), checkpoints, RepFuseHook's report, errors; everything else stays in the log file
-PROGRESS = re.compile(r'(Iter|Epoch)\((train|val|test)\)|Saving checkpoint|RepFuseHook[ :(]+[a-z]|fused vs|Advance dataloader'
-                      r'|Error|Traceback|FAILED')
+PROGRESS = re.compile(r'(Iter|Epoch)\((train|val|test)\)|Saving checkpoint|RepFuseHook[ :(]+[a-z]|fused vs'
+                      r'|Advance dataloader|Error|Traceback|FAILED')
 # what the console shows of the other tools' output: all but Python's warnings
 NO_WARNINGS = re.compile(r'^(?!.*(Warning|_bootstrap\._exec|import pkg_resources|warnings\.warn)).+')
 MM_PREFIX = re.compile(r'^\d\d/\d\d \d\d:\d\d:\d\d - mmengine - (INFO|WARNING) - ')
@@ -164,7 +165,8 @@ def time_forms(predictors: Dict[str, Callable], dataloader, test_evaluator, data
 
     import torch
     from mmengine.evaluator import Evaluator
-    evaluators = {name: Evaluator(test_evaluator) for name in predictors}
+    with contextlib.redirect_stdout(io.StringIO()):          # pycocotools' progress prints
+        evaluators = {name: Evaluator(test_evaluator) for name in predictors}
     times: Dict[str, List[float]] = {name: [] for name in predictors}
     outputs: Dict[str, list] = {name: [] for name in predictors}
     with torch.no_grad():
@@ -179,7 +181,7 @@ def time_forms(predictors: Dict[str, Callable], dataloader, test_evaluator, data
     results = {}
     for name, evaluator in evaluators.items():
         evaluator.dataset_meta = dataset_meta
-        with contextlib.redirect_stdout(io.StringIO()):      # pycocotools' progress prints
+        with contextlib.redirect_stdout(io.StringIO()):
             metrics = evaluator.evaluate(len(dataloader.dataset))
         results[name] = dict(metrics=metrics, latency_ms=statistics.median(times[name]), predictions=outputs[name])
     return results
@@ -191,6 +193,8 @@ def draw_pictures(samples, dataset_meta, out: Path, count: int = 6, columns: int
     import numpy as np
     import torch.nn.functional as F
     from mmdet.visualization import DetLocalVisualizer
+    # mmengine warns about boxes that touch the image border; nothing to act on
+    warnings.filterwarnings('ignore', category=UserWarning, module='mmengine.visualization')
     vis = DetLocalVisualizer(name=f'demo_{time.time_ns()}')
     vis.dataset_meta = dataset_meta
     tiles = []
@@ -328,7 +332,8 @@ def main(argv=None):
             if form in tool_metrics and abs(metrics[key] - tool_metrics[form][key]) > 1e-3:
                 sys.exit(f'{form}: {key} {metrics[key]:.4f} in the timing loop but {tool_metrics[form][key]:.4f} '
                          'from tools/test.py')
-        rows.append(dict(form=form, latency_ms=timed[form]['latency_ms'], **{label: metrics[key] for key, label in keys}))
+        rows.append(dict(form=form, latency_ms=timed[form]['latency_ms'],
+                         **{label: metrics[key] for key, label in keys}))
 
     print('[7/7] predictions picture', flush=True)
     picture = work / 'predictions.png'

@@ -22,7 +22,7 @@ CACHE="${REP_BACKBONES_CACHE:-$HOME/.cache/rep_backbones}"
 MMCV_VERSION=2.1.0
 PY="${PYTHON:-python3.11}"
 STAMP="$VENV/.rep_backbones_env"
-WANT="$(cat requirements/runtime.txt requirements/lock.txt tools/patches/*.patch tools/setup_env.sh setup.py | sha256sum | cut -d' ' -f1)"
+X
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
   echo "[setup_env] .venv is up to date"

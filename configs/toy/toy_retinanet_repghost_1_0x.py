@@ -31,6 +31,6 @@ param_scheduler = [
 optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=1e-3, weight_decay=0.05),
                      clip_grad=dict(max_norm=10, norm_type=2))
 auto_scale_lr = dict(enable=False)
-default_hooks = dict(logger=dict(interval=10),
+default_hooks = dict(logger=dict(interval=10, log_metric_by_epoch=False),   # validation metrics by iteration
                      checkpoint=dict(by_epoch=False, interval=val_interval, max_keep_ckpts=2))
 log_processor = dict(by_epoch=False, window_size=10)
