@@ -83,10 +83,12 @@ def cfg_options(data_root: Path) -> Dict[str, str]:
 
 
 def schedule_options(iters: int) -> Dict[str, str]:
-    """A shorter or longer run of the same schedule: 8 validations, checkpoints with them, 30
-    warm-up iterations, cosine decay to the end (the configs' param_scheduler: [warm-up, cosine])."""
+    """A shorter or longer run of the same schedule: 8 validations, checkpoints with them, progress
+    lines every 10 iterations (or more often), 30 warm-up iterations, cosine decay to the end (the
+    configs' param_scheduler: [warm-up, cosine])."""
     val = max(1, iters // 8)
     return {'train_cfg.max_iters': str(iters), 'train_cfg.val_interval': str(val),
+            'default_hooks.logger.interval': str(min(10, val)),
             'default_hooks.checkpoint.interval': str(val), 'param_scheduler.0.end': str(min(30, iters)),
             'param_scheduler.1.end': str(iters)}
 
@@ -260,6 +262,8 @@ def main(argv=None):
           f'({time.time() - start:.0f} s)', flush=True)
     data_opts = cfg_options(Path(paths['root']))
     train_opts = dict(data_opts, **(schedule_options(args.iters) if args.iters else {}))
+    # test progress about every quarter of the validation set (at most every 10 images)
+    test_opts = dict(data_opts, **{'default_hooks.logger.interval': str(min(10, max(1, args.num_val // 4)))})
 
     print(f'[2/7] training {config.relative_to(ROOT)} (progress every 10 iterations, with ETA)', flush=True)
     for stale in work.glob('iter_*.pth'):     # a previous demo's checkpoints would hide this run's
@@ -276,14 +280,14 @@ def main(argv=None):
     for form, extra, tag in [(FORMS[0], ['--no-fuse'], 'train_form'), (FORMS[1], [], 'fused')]:
         out = work / f'metrics_{tag}.json'
         run([py, 'tools/test.py', config, checkpoint, '--work-dir', work, '--out-json', out, *extra,
-             *as_cli(data_opts)], work / f'test_{tag}.log')
+             *as_cli(test_opts)], work / f'test_{tag}.log')
         tool_metrics[form] = json.loads(out.read_text())
 
     print('[4/7] fused checkpoint, tested with the deploy config', flush=True)
     fused = work / 'fused.pth'
     run([py, 'tools/fuse_checkpoint.py', config, checkpoint, fused], work / 'fuse.log', show=NO_WARNINGS)
     out = work / 'metrics_deploy.json'
-    run([py, 'tools/test.py', deploy_config, fused, '--work-dir', work, '--out-json', out, *as_cli(data_opts)],
+    run([py, 'tools/test.py', deploy_config, fused, '--work-dir', work, '--out-json', out, *as_cli(test_opts)],
         work / 'test_deploy.log')
     tool_metrics[FORMS[2]] = json.loads(out.read_text())
 
@@ -324,7 +328,12 @@ def main(argv=None):
     timed = time_forms(predictors, dataloader, cfg.test_evaluator, dataloader.dataset.metainfo)
     print(f'  done in {time.time() - start:.0f} s (log: {work / "timing.log"})', flush=True)
 
-    keys = [(k, label) for k, label in METRICS if k in tool_metrics[FORMS[0]]]
+    # CocoMetric returns nothing for a model without detections (a barely trained one): AP 0
+    kinds = cfg.test_evaluator.metric
+    keys = [(k, label) for k, label in METRICS if k.split('/')[1].split('_')[0] in kinds]
+    for metrics in [*tool_metrics.values(), *(t['metrics'] for t in timed.values())]:
+        for key, _ in keys:
+            metrics.setdefault(key, 0.0)
     rows = []
     for form in FORMS:
         metrics = timed[form]['metrics']
@@ -344,7 +353,7 @@ def main(argv=None):
     notes = (f'{args.model}, {config.relative_to(ROOT)}: trained {train_time / 60:.1f} min from scratch on '
              f'{args.num_train} toy images ({os.cpu_count()} CPU cores), tested on {args.num_val}. mAP: COCO metric on '
              'the validation set (rows 1-3 equal tools/test.py\'s). Latency: median over the validation images of '
-             f'one image through pre-processing, network and post-processing (NMS), {threads} threads; onnxruntime '
+             f'one image through pre-processing, network and post-processing (NMS), threads: {threads}; onnxruntime '
              f'runs the {"backbone + neck" if part else "whole network"} graph, pre-/post-processing in PyTorch.')
     (work / 'results.md').write_text(text + '\n\n' + notes + '\n')
     (work / 'results.json').write_text(json.dumps(dict(

@@ -22,7 +22,7 @@ CACHE="${REP_BACKBONES_CACHE:-$HOME/.cache/rep_backbones}"
 MMCV_VERSION=2.1.0
 PY="${PYTHON:-python3.11}"
 STAMP="$VENV/.rep_backbones_env"
-X
+WANT="$(cat requirements/*.txt tools/patches/*.patch tools/setup_env.sh setup.py pyproject.toml rep_backbones/version.py | sha256sum | cut -d' ' -f1)"
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
   echo "[setup_env] .venv is up to date"
@@ -57,6 +57,9 @@ log "installing $(basename "$MMCV_WHEEL")"
 "${PIP[@]}" install -q --no-deps --force-reinstall "$MMCV_WHEEL"
 # mmcv's own runtime requirements (its wheel was installed with --no-deps).
 "${PIP[@]}" install -q addict packaging Pillow pyyaml yapf opencv-python
+# mmdeploy (whole-model ONNX export, docs/deploy.md) with --no-deps: its wheel declares protobuf<=3.20.2, which
+# would downgrade the protobuf that onnx needs; requirements/deploy.txt pins what it imports instead.
+"${PIP[@]}" install -q --no-deps -r requirements/deploy.txt
 
 log "installing rep_backbones (editable)"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .

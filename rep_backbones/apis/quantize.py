@@ -9,8 +9,13 @@ Quantization needs the *fused* graph: a BatchNorm left in the model is refused
 (:class:`UnfusedModelError`), in PyTorch (:func:`assert_fused`) and in the ONNX graph
 (:func:`quantize_onnx`). :func:`range_report` lists, per weight and per quantized activation of the
 QDQ graph, its float range and the SQNR of that single quantization step (onnxruntime's
-``qdq_loss_debug``), worst first: where a family loses. :func:`calibrate_bn` gives randomly
-initialised backbones realistic BatchNorm statistics (the family table's setting, docs/int8.md).
+``qdq_loss_debug``), worst first: where a family loses. :func:`detection_map` scores the fp32 and
+INT8 graphs of a single-stage detector with mmdet's evaluator.
+
+The family table (:func:`family_table`, docs/int8.md): :func:`calibrate_bn` gives randomly
+initialised backbones realistic BatchNorm statistics, and :func:`fused_layouts` builds the exact
+alternative fused layouts whose INT8 error is compared (:func:`identity_split`,
+:func:`repnext_norm_forward`, RepNeXt's level 2).
 """
 from __future__ import annotations
 
