@@ -265,7 +265,7 @@ def main(argv=None):
     # test progress about every quarter of the validation set (at most every 10 images)
     test_opts = dict(data_opts, **{'default_hooks.logger.interval': str(min(10, max(1, args.num_val // 4)))})
 
-    print(f'[2/7] training {config.relative_to(ROOT)} (progress every 10 iterations, with ETA)', flush=True)
+    print(f'[2/7] training {config.relative_to(ROOT)} (progress lines with ETA)', flush=True)
     for stale in work.glob('iter_*.pth'):     # a previous demo's checkpoints would hide this run's
         stale.unlink()
     train_time = run([py, 'tools/train.py', config, '--work-dir', work, *as_cli(train_opts)], work / 'train.log')
@@ -322,8 +322,7 @@ def main(argv=None):
     print(f'[6/7] timing the four forms on {len(dataloader.dataset)} validation images (batch 1, {threads} '
           f'threads, forms interleaved)', flush=True)
     start = time.time()
-    predictors = {name: model.test_step for name, model in models.items()}
-    predictors = {name: predictors[name] for name in FORMS[:3]}
+    predictors = {name: models[name].test_step for name in FORMS[:3]}
     predictors[FORMS[3]] = ort_predictor(models[FORMS[2]], onnx_path, shape, threads)
     timed = time_forms(predictors, dataloader, cfg.test_evaluator, dataloader.dataset.metainfo)
     print(f'  done in {time.time() - start:.0f} s (log: {work / "timing.log"})', flush=True)
