@@ -142,3 +142,16 @@ def assert_fusion_exact(model: nn.Module, fused: nn.Module, x: torch.Tensor, fus
         err = (o32.double() - r32.double()).abs().max().item()
         assert err <= max(rtol * scale, 4 * noise), f'fused float32 output differs: max |diff| {err:.3g} > ' \
                                                     f'max({rtol} * {scale:.3g}, 4 * {noise:.3g})'
+
+
+@torch.no_grad()
+def damp_deep_plain_backbone(model: nn.Module, factor: float = 0.7) -> nn.Module:
+    """RepMobile-L's 20-block plain stage is chaotic with random BN statistics (float32 vs float64 of the
+    *training* form alone: ~5% apart at layer3; tests/test_repmobile.py): scale its conv weights so
+    that a float32 comparison measures the algebra, not rounding amplification. Other models: unchanged."""
+    backbone = getattr(model, 'backbone', model)
+    if type(backbone).__name__ == 'RepMobile' and getattr(backbone, 'arch', None) == 'L':
+        for m in backbone.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(factor)
+    return model

@@ -16,7 +16,7 @@ import rep_backbones
 from rep_backbones.models import BACKBONES
 from rep_backbones.apis.build import build_model_from_config
 
-from .helpers import assert_fusion_exact, calibrate_bn
+from .helpers import assert_fusion_exact, calibrate_bn, damp_deep_plain_backbone
 
 TOY_RETINANET = 'configs/toy/toy_retinanet_repghost_1_0x.py'
 # The package's families; TimmRepBackbone does the same in the toy RetinaNet in tests/test_timm_backbone.py.
@@ -45,7 +45,7 @@ def test_variant_trains_and_fuses_inside_retinanet(name, arch):
     optim.step()
 
     inputs = model.data_preprocessor(_batch(), False)['inputs']
-    calibrate_bn(model.backbone, inputs)
+    calibrate_bn(damp_deep_plain_backbone(model.backbone), inputs)
     model.eval()
     fused = rep_backbones.fuse(copy.deepcopy(model))
     with torch.no_grad():

@@ -34,6 +34,10 @@ def det_options(root, iters=4):
             f'test_evaluator.ann_file={ann.format("val")}', f'train_cfg.max_iters={iters}',
             f'train_cfg.val_interval={iters}', f'default_hooks.checkpoint.interval={iters}',
             'train_dataloader.batch_size=2', 'model.backbone.arch=0.5x',
+            # SGD at full rate from the first iteration: after a few iterations the RPN separates
+            # objects from background, so that proposals (and the metrics) are not decided by near-ties
+            'optim_wrapper.optimizer.type=SGD', 'optim_wrapper.optimizer.lr=0.02', 'optim_wrapper.optimizer.momentum=0.9',
+            'optim_wrapper.optimizer.weight_decay=0.0001', 'param_scheduler.0.end=1',
             'model.neck.in_channels=[12,20,56,80]']
 
 
@@ -47,8 +51,8 @@ def toy_coco(tmp_path_factory):
 @pytest.fixture(scope='module')
 def trained_det(toy_coco, tmp_path_factory):
     work = tmp_path_factory.mktemp('det')
-    run([PY, 'tools/train.py', DET_CFG, '--work-dir', str(work), *det_options(toy_coco, iters=8)])
-    assert os.path.isfile(work / 'iter_8.pth')
+    run([PY, 'tools/train.py', DET_CFG, '--work-dir', str(work), *det_options(toy_coco, iters=32)])
+    assert os.path.isfile(work / 'iter_32.pth')
     return work
 
 
@@ -66,7 +70,7 @@ def _scores(predictions):
 
 
 def test_test_with_and_without_fusion_agree(trained_det, toy_coco):
-    ckpt = trained_det / 'iter_8.pth'
+    ckpt = trained_det / 'iter_32.pth'
     plain, plain_pred, _ = _test(DET_CFG, ckpt, trained_det, toy_coco, '--no-fuse')
     fused, fused_pred, log = _test(DET_CFG, ckpt, trained_det, toy_coco)
     assert 'RepFuseHook (test): fused backbone' in log and 'fused vs training form on the first batch' in log
@@ -81,12 +85,12 @@ def test_test_with_and_without_fusion_agree(trained_det, toy_coco):
 
 def test_fused_checkpoint_loads_into_deploy_config(trained_det, toy_coco, tmp_path):
     fused_ckpt = tmp_path / 'fused.pth'
-    log = run([PY, 'tools/fuse_checkpoint.py', DET_CFG, str(trained_det / 'iter_8.pth'), str(fused_ckpt),
+    log = run([PY, 'tools/fuse_checkpoint.py', DET_CFG, str(trained_det / 'iter_32.pth'), str(fused_ckpt),
                '--cfg-options', 'model.backbone.arch=0.5x', 'model.neck.in_channels=[12,20,56,80]'])
     assert 'fused backbone' in log and 'loads strictly' in log
     deploy_cfg = tmp_path / 'deploy.py'
     deploy_cfg.write_text(f"_base_ = [{os.path.join(ROOT, DET_CFG)!r}]\nmodel = dict(backbone=dict(deploy=True))\n")
-    plain, plain_pred, _ = _test(DET_CFG, trained_det / 'iter_8.pth', tmp_path, toy_coco, '--no-fuse')
+    plain, plain_pred, _ = _test(DET_CFG, trained_det / 'iter_32.pth', tmp_path, toy_coco, '--no-fuse')
     deploy, deploy_pred, log = _test(str(deploy_cfg), fused_ckpt, tmp_path, toy_coco)
     assert 'already in deploy form' in log
     assert deploy['coco/bbox_mAP'] == pytest.approx(plain['coco/bbox_mAP'], abs=1e-3)
@@ -94,7 +98,7 @@ def test_fused_checkpoint_loads_into_deploy_config(trained_det, toy_coco, tmp_pa
     for a, b in zip(_scores(plain_pred), _scores(deploy_pred)):
         assert torch.allclose(a, b, atol=1e-4)
     # a training checkpoint in the deploy config is refused, not silently half-loaded
-    proc = subprocess.run([PY, 'tools/test.py', str(deploy_cfg), str(trained_det / 'iter_8.pth'),
+    proc = subprocess.run([PY, 'tools/test.py', str(deploy_cfg), str(trained_det / 'iter_32.pth'),
                            *det_options(toy_coco)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0 and 'train-form checkpoint but the model is in deploy form' in proc.stderr
 
@@ -127,7 +131,7 @@ def test_mim_finds_configs_and_tools(trained_det, toy_coco, tmp_path):
     """`mim test rep_backbones NAME` resolves the config by name and runs our tools/test.py, from any
     directory; `mim test mmdet CONFIG` runs mmdet's own test script on our config."""
     mim = os.path.join(os.path.dirname(PY), 'mim')
-    ckpt = str(trained_det / 'iter_8.pth')
+    ckpt = str(trained_det / 'iter_32.pth')
     log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG), '--checkpoint', ckpt,
                '--work-dir', str(tmp_path / 'a'), *det_options(toy_coco)], cwd=str(tmp_path))
     assert "we find the config file in codebase rep_backbones" in log and 'coco/bbox_mAP' in log
@@ -148,7 +152,7 @@ def test_mim_with_a_wheel_install(trained_det, toy_coco, tmp_path):
     run([PY, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)])
     assert (target / 'rep_backbones' / '.mim' / 'configs' / 'toy' / os.path.basename(DET_CFG)).is_file()
     mim = os.path.join(os.path.dirname(PY), 'mim')
-    log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG), '--checkpoint', str(trained_det / 'iter_8.pth'),
+    log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG), '--checkpoint', str(trained_det / 'iter_32.pth'),
                '--work-dir', str(tmp_path / 'w'), *det_options(toy_coco)], cwd=str(tmp_path),
               env={'PYTHONPATH': str(target)})
     assert str(target / 'rep_backbones' / '.mim' / 'tools' / 'test.py') in log and 'coco/bbox_mAP' in log

@@ -193,7 +193,8 @@ class RepBackbone(nn.Module):
                     x = module(x)
             feature = idx - 1
             if feature in self.out_indices:
-                outs.append(x)
+                outs.append(x.contiguous())    # NCHW out, whatever the deploy memory format inside:
+                # compiled ops downstream (mmcv's RoIAlign) read raw NCHW memory
             if feature == last:
                 break
         return tuple(outs)
