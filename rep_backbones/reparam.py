@@ -156,8 +156,9 @@ def fold_bn_pairs(model: nn.Module, pairs: Iterable[Tuple[str, str]]) -> None:
         bn = model.get_submodule(bn_name)
         if not is_norm(bn):
             continue  # already folded
-        model.set_submodule(conv_name, fuse_conv_bn(model.get_submodule(conv_name), bn))
-        model.set_submodule(bn_name, nn.Identity())
+        conv = model.get_submodule(conv_name)
+        model.set_submodule(conv_name, fuse_conv_bn(conv, bn).train(conv.training))
+        model.set_submodule(bn_name, nn.Identity().train(bn.training))
 
 
 @torch.no_grad()
@@ -170,12 +171,12 @@ def fold_sequential_pairs(seq: nn.Sequential) -> None:
         if not is_norm(bn):
             continue
         if isinstance(layer, nn.Conv2d):
-            seq._modules[name] = fuse_conv_bn(layer, bn)
+            seq._modules[name] = fuse_conv_bn(layer, bn).train(layer.training)
         elif isinstance(layer, nn.Linear):
-            seq._modules[name] = fuse_linear_bn(layer, bn)
+            seq._modules[name] = fuse_linear_bn(layer, bn).train(layer.training)
         else:
             continue
-        seq._modules[bn_name] = nn.Identity()
+        seq._modules[bn_name] = nn.Identity().train(bn.training)
 
 
 @torch.no_grad()

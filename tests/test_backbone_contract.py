@@ -48,12 +48,18 @@ def test_every_fusion_entry_point_gives_the_same_exact_model(name, arch):
     assert not model.deploy and count_norms(model) > 0
     for fused in (by_fuse, by_switch, by_timm):
         assert fused.deploy and count_norms(fused) == 0
+        assert not any(m.training for m in fused.modules())     # made by fusion, still in eval mode
         assert fused.state_dict().keys() == by_fuse.state_dict().keys()
     with torch.no_grad():
         ref, outs = model(x), [f(x) for f in (by_fuse, by_switch, by_timm)]
     for out in outs[1:]:                                       # the three entry points: one model
         assert all(torch.equal(a, b) for a, b in zip(outs[0], out))
     assert [o.shape for o in outs[0]] == [r.shape for r in ref]
+    # the deploy form keeps its weights in the family's measured-fastest memory format, and returns
+    # plain NCHW maps (compiled ops downstream, e.g. mmcv's RoIAlign, read raw NCHW memory)
+    weights = [m.weight for m in by_fuse.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+    assert all(w.is_contiguous(memory_format=BACKBONES[name].deploy_memory_format) for w in weights)
+    assert all(o.is_contiguous() for o in outs[0])
     assert_fusion_exact(model, by_fuse, x, rep_backbones.fuse)
     built = _build(name, arch, deploy=True)
     assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in by_fuse.state_dict().items()}

@@ -36,8 +36,9 @@ def det_options(root, iters=4):
             'train_dataloader.batch_size=2', 'model.backbone.arch=0.5x',
             # SGD at full rate from the first iteration: after a few iterations the RPN separates
             # objects from background, so that proposals (and the metrics) are not decided by near-ties
-            'optim_wrapper.optimizer.type=SGD', 'optim_wrapper.optimizer.lr=0.02', 'optim_wrapper.optimizer.momentum=0.9',
-            'optim_wrapper.optimizer.weight_decay=0.0001', 'param_scheduler.0.end=1',
+            'optim_wrapper.optimizer.type=SGD', 'optim_wrapper.optimizer.lr=0.02',
+            'optim_wrapper.optimizer.momentum=0.9', 'optim_wrapper.optimizer.weight_decay=0.0001',
+            'param_scheduler.0.end=1',
             'model.neck.in_channels=[12,20,56,80]']
 
 
@@ -152,8 +153,9 @@ def test_mim_with_a_wheel_install(trained_det, toy_coco, tmp_path):
     run([PY, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)])
     assert (target / 'rep_backbones' / '.mim' / 'configs' / 'toy' / os.path.basename(DET_CFG)).is_file()
     mim = os.path.join(os.path.dirname(PY), 'mim')
-    log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG), '--checkpoint', str(trained_det / 'iter_32.pth'),
-               '--work-dir', str(tmp_path / 'w'), *det_options(toy_coco)], cwd=str(tmp_path),
+    log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG),
+               '--checkpoint', str(trained_det / 'iter_32.pth'), '--work-dir', str(tmp_path / 'w'),
+               *det_options(toy_coco)], cwd=str(tmp_path),
               env={'PYTHONPATH': str(target)})
     assert str(target / 'rep_backbones' / '.mim' / 'tools' / 'test.py') in log and 'coco/bbox_mAP' in log
 

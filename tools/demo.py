@@ -308,7 +308,9 @@ def main(argv=None):
     dataloader = Runner.build_dataloader(cfg.test_dataloader, seed=0)
     models = {FORMS[0]: build_model_from_config(str(config), str(checkpoint), cfg_options=data_opts),
               FORMS[2]: build_model_from_config(str(deploy_config), str(fused), cfg_options=data_opts)}
-    models[FORMS[1]] = rep_backbones.fuse(build_model_from_config(str(config), str(checkpoint), cfg_options=data_opts))
+    # what RepFuseHook does: fuse, then eval() (rep_backbones.fuse leaves the new modules in train mode)
+    models[FORMS[1]] = rep_backbones.fuse(build_model_from_config(str(config), str(checkpoint),
+                                                                  cfg_options=data_opts)).eval()
     shape = tuple(models[FORMS[2]].data_preprocessor(next(iter(dataloader)), False)['inputs'].shape)
 
     part = ['--features-only'] if args.model == 'mask_rcnn' else []

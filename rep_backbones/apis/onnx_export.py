@@ -72,9 +72,14 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: PathLike, dynami
 
 
 def ort_session(path: PathLike, threads: Optional[int] = None):
-    """onnxruntime CPU session for ``path``; ``threads`` sets the intra-op threads (inter-op: 1)."""
+    """onnxruntime CPU session for ``path``; ``threads`` sets the intra-op threads (inter-op: 1).
+
+    Its threads do not spin-wait after a run: spinning threads keep the cores busy for a while and,
+    on a 2-core machine, made PyTorch calls timed right after them up to ~30x slower (the benchmark
+    interleaves both)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
+    opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

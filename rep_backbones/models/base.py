@@ -231,7 +231,7 @@ class RepBackbone(nn.Module):
             self._fusing = False
         self.to(memory_format=self.deploy_memory_format)
         self.deploy = True
-        self._freeze_stages()
+        self.train(self.training)    # modules made by fusion start in train mode: give them the model's
 
     def reparameterize(self) -> None:
         """timm's name for :meth:`switch_to_deploy`."""
