@@ -16,3 +16,10 @@ def _seed_everything():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """``REP_BACKBONES_TEST_ORDER=reverse`` runs the suite backwards: with seeded tests, the result
+    must not depend on what ran before (run both orders before a landing)."""
+    if os.environ.get('REP_BACKBONES_TEST_ORDER') == 'reverse':
+        items.reverse()
