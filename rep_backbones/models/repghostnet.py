@@ -100,10 +100,6 @@ class RepGhostNet(RepBackbone):
     """
     arch_settings = ARCHS
     arch_aliases = ALIASES
-    # Deploy weights channels-last: fused 512x512 forward at 0.48x (RepGhostNet 1.0x), 0.46x (RepNeXt M0),
-    # 0.57x (RepMobile S) of the NCHW time, and 1.00x (RepGhostNetV2 S: kept NCHW); medians of 7
-    # interleaved rounds, 2 threads, batch 1 (tools/benchmark.py --memory-format, see docs/benchmarks.md).
-    deploy_memory_format = torch.channels_last
 
     def __init__(self, arch: str = '1.0x', out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
                  norm_eval: bool = False, deploy: bool = False, norm_cfg: Optional[dict] = None,

@@ -175,6 +175,8 @@ class TimmRepBackbone(RepBackbone):
     arch_settings = {name: name for name in (
         'mobileone_s0', 'mobileone_s1', 'repvit_m0_9', 'repvit_m1_1', 'fastvit_t8', 'repvgg_a0',
         'ghostnetv2_100', 'mobilenetv3_large_100', 'efficientnet_b0', 'mobilenetv2_100')}
+    # Any timm net: the memory format is not measured for each, so fused weights stay as they are.
+    deploy_memory_format = torch.contiguous_format
 
     def __init__(self, model_name: Optional[str] = None, out_indices: Optional[Sequence[int]] = None,
                  frozen_stages: int = -1, norm_eval: bool = False, deploy: bool = False,
