@@ -36,6 +36,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import checkpoint as ckpt
 from ..reparam import fold_bn_pairs, fold_bn_pairs_in_state_dict, is_norm, reparameterize_tree
+from .layers import BN_EPS
 
 logger = logging.getLogger('rep_backbones')
 
@@ -160,7 +161,7 @@ class RepBackbone(nn.Module):
         """Official layouts that differ from this model's. Default: a deploy-form file whose conv+BN
         pairs were left unfused (the official converters keep them) gets them folded."""
         if form == 'deploy':
-            fold_bn_pairs_in_state_dict(state_dict, self.conv_bn_pair_names())
+            fold_bn_pairs_in_state_dict(state_dict, self.conv_bn_pair_names(), eps=BN_EPS)
         return state_dict
 
     def conv_bn_pair_names(self) -> List[Tuple[str, str]]:
