@@ -12,7 +12,7 @@ in eval mode they all compute ``(x - running_mean) / sqrt(running_var + eps) * w
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -262,25 +262,32 @@ def preceding_shift_taps(kernel: Tensor, shift: Tensor, groups: int = 1) -> Tens
     return taps.reshape(c_out, *kernel.shape[2:])
 
 
-def _border_runs(n_in: int, n_out: int, k: int, stride: int, pad: int, dilation: int) -> list:
-    """One spatial dimension of a conv: ``[(slice of output positions, tap mask or None), ...]``.
+def _taps_inside(i: int, n_in: int, k: int, stride: int, pad: int, dilation: int) -> List[bool]:
+    """Which of the ``k`` taps of output position ``i`` land inside the input (one dimension)."""
+    return [i * stride - pad + u * dilation >= 0 and i * stride - pad + u * dilation < n_in for u in range(k)]
+
+
+# Typed and closure-free (like the forward that calls it) so that TorchScript compiles it.
+def _border_runs(n_in: int, n_out: int, k: int, stride: int, pad: int,
+                 dilation: int) -> List[Tuple[int, int, Optional[List[bool]]]]:
+    """One spatial dimension of a conv: ``[(start, stop, tap mask or None), ...]`` over output positions.
 
     Output positions whose taps all land inside the input form one run with mask ``None``; every
-    other position (the few at each end) is its own run with a tuple telling which taps are inside.
+    other position (the few at each end) is its own run with a list telling which taps are inside.
     """
-    def mask(i: int) -> tuple:
-        return tuple(0 <= i * stride - pad + u * dilation < n_in for u in range(k))
-
     lead = 0
-    while lead < n_out and not all(mask(lead)):
+    while lead < n_out and not all(_taps_inside(lead, n_in, k, stride, pad, dilation)):
         lead += 1
     trail = n_out
-    while trail > lead and not all(mask(trail - 1)):
+    while trail > lead and not all(_taps_inside(trail - 1, n_in, k, stride, pad, dilation)):
         trail -= 1
-    runs = [(slice(i, i + 1), mask(i)) for i in range(lead)]
+    runs: List[Tuple[int, int, Optional[List[bool]]]] = []
+    for i in range(lead):
+        runs.append((i, i + 1, _taps_inside(i, n_in, k, stride, pad, dilation)))
     if trail > lead:
-        runs.append((slice(lead, trail), None))
-    runs += [(slice(i, i + 1), mask(i)) for i in range(trail, n_out)]
+        runs.append((lead, trail, None))
+    for i in range(trail, n_out):
+        runs.append((i, i + 1, _taps_inside(i, n_in, k, stride, pad, dilation)))
     return runs
 
 
@@ -307,30 +314,35 @@ class BorderCorrectedConv2d(nn.Conv2d):
                                                         dtype=self.weight.dtype, device=self.weight.device))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = super().forward(x)
-        if not any(self.padding):
+        out = self._conv_forward(x, self.weight, self.bias)    # nn.Conv2d.forward (TorchScript has no super())
+        if self.padding[0] == 0 and self.padding[1] == 0:
             return out
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return out - self.deficit_map(x)
+        if not torch.jit.is_scripting():    # resolved when compiling: TorchScript keeps the strip updates
+            if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+                return out - self.deficit_map(x)
         rows = _border_runs(x.shape[-2], out.shape[-2], self.kernel_size[0], self.stride[0], self.padding[0],
                             self.dilation[0])
         cols = _border_runs(x.shape[-1], out.shape[-1], self.kernel_size[1], self.stride[1], self.padding[1],
                             self.dilation[1])
-        ones_h, ones_w = (True,) * self.kernel_size[0], (True,) * self.kernel_size[1]
-        regions, masks = [], []
-        for rs, mr in rows:
-            for cs, mc in cols:
-                if mr is None and mc is None:
+        ones_h, ones_w = [True] * self.kernel_size[0], [True] * self.kernel_size[1]
+        regions: List[Tuple[int, int, int, int]] = []
+        masks: List[List[List[float]]] = []
+        for r0, r1, row_mask in rows:
+            for c0, c1, col_mask in cols:
+                if row_mask is None and col_mask is None:
                     continue                          # interior: the conv's bias is already right
-                regions.append((rs, cs))
-                masks.append([[float(a and b) for b in (mc or ones_w)] for a in (mr or ones_h)])
-        if not regions:
+                mr = ones_h if row_mask is None else row_mask
+                mc = ones_w if col_mask is None else col_mask
+                regions.append((r0, r1, c0, c1))
+                masks.append([[1.0 if a and b else 0.0 for b in mc] for a in mr])
+        if len(regions) == 0:
             return out
         taps = self.border_taps.to(out.dtype)
         inside = torch.tensor(masks, dtype=taps.dtype, device=taps.device)        # [R, kh, kw]
         deficit = taps.sum(dim=(1, 2)) - torch.einsum('cuv,ruv->rc', taps, inside)  # [R, C_out]
-        for r, (rs, cs) in enumerate(regions):
-            out[:, :, rs, cs] -= deficit[r].reshape(-1, 1, 1)
+        for r in range(len(regions)):
+            r0, r1, c0, c1 = regions[r]
+            out[:, :, r0:r1, c0:c1] -= deficit[r].reshape(-1, 1, 1)
         return out
 
     def deficit_map(self, x: Tensor) -> Tensor:
@@ -450,7 +462,7 @@ def compose_depthwise(first: Tensor, second: Tensor, first_bias: Optional[Tensor
     return kernel, bias
 
 
-def serial_bias_border_profile(second: Tensor, length: int, padding: Sequence[int]) -> Tensor:
+def serial_bias_border_profile(second: Tensor, length: int, padding: Tuple[int, int]) -> Tensor:
     """How a constant per-channel input (a bias of the first conv of a serial pair) reaches the
     output of zero-padded depthwise conv ``second`` ``[C, 1, kh, kw]`` on an input of ``length``
     rows (for an ``k x 1`` kernel) or columns (``1 x k``), relative to the interior value:

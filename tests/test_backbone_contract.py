@@ -2,7 +2,8 @@
 checkpoint layouts): variant names, out_indices, frozen_stages, norm_eval, with_cp, wrong-form
 checkpoints, and one fused model whichever entry point fuses it — ``rep_backbones.fuse``,
 ``switch_to_deploy()`` or ``timm.utils.model.reparameterize_model`` — equal to the training form in
-eval mode at an odd input size with non-trivial BN statistics, with no BatchNorm left."""
+eval mode at an odd input size with non-trivial BN statistics, with no BatchNorm left; and the fused
+backbone compiles with ``torch.jit.script`` to the same maps."""
 import copy
 
 import pytest
@@ -125,3 +126,30 @@ def test_frozen_stages_norm_eval_and_with_cp(name, monkeypatch):
     assert grads[0].keys() == grads[1].keys()
     for key in grads[0]:
         assert torch.allclose(grads[0][key], grads[1][key], rtol=1e-4, atol=1e-6), key
+
+
+SCRIPT_CASES = {f'{name}-default': (name, {}) for name in FAMILIES}
+SCRIPT_CASES.update({
+    'RepGhostNet-final-conv': ('RepGhostNet', dict(out_indices=(1, 4))),    # the final 1x1 conv, an early tap
+    'MobileNetV4-final-conv': ('MobileNetV4', dict(out_indices=(0, 2, 4))),
+    'RepGhostNetV2-rep-bn-one-map': ('RepGhostNetV2', dict(reparam_bn=True, out_indices=(2,))),  # stops early
+    'RepNeXt-single-branch': ('RepNeXt', dict(single_branch=True)),       # level 2: border term, cat order
+    'RepMobile-two-maps': ('RepMobile', dict(out_indices=(1, 3)))})
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:FutureWarning')
+@pytest.mark.parametrize('name,kwargs', list(SCRIPT_CASES.values()), ids=list(SCRIPT_CASES))
+def test_fused_backbone_scripts_and_equals_eager(name, kwargs):
+    """TorchScript of the fused mm backbone: ``torch.jit.script`` compiles it and the scripted model
+    returns the same maps (a list: TorchScript has no variable-length tuples) at an odd input size."""
+    model = _build(name, next(iter(BACKBONES[name].arch_settings)), **kwargs)
+    x = torch.randn(2, 3, 97, 131)
+    _nontrivial_bn(model, x).eval().switch_to_deploy()
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        ref = model(x[:1])
+        for _ in range(3):          # the profiling executor optimizes the graph after the first runs
+            outs = scripted(x[:1])
+    assert isinstance(outs, list) and len(outs) == len(ref) == len(model.out_indices)
+    for out, r in zip(outs, ref):
+        assert out.shape == r.shape and (out - r).abs().max() <= 1e-6 * r.abs().max()

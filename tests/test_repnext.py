@@ -251,6 +251,25 @@ def test_official_fused_checkpoint_loads_into_deploy_model():
         assert (backbone(x)[-1] - feats).abs().max() <= 1e-4 * feats.abs().max()
 
 
+@pytest.mark.parametrize('fold', ['forward', 'backward'])
+def test_block_norm_fold_sides_are_exact_and_checkpoints_name_theirs(fold):
+    """Both level-1 layouts equal the training form; 'forward' passes the identity chunk through
+    (no ``conv_i``), 'backward' has it; each fused file loads into its own layout and the official
+    fused file into both; a fused file of the other layout is refused with the argument to pass."""
+    train = RepNeXt('M0', block_norm_fold=fold)
+    fused = assert_fuses_exactly(train, torch.randn(1, 3, 67, 93))          # odd size
+    has_conv_i = any(isinstance(m, ChunkConv) and not isinstance(m.conv_i, nn.Identity) for m in fused.modules())
+    assert has_conv_i == (fold == 'backward')
+    RepNeXt('M0', deploy=True, block_norm_fold=fold).load_backbone_state_dict(fused.state_dict())
+    official = _official_fuse(RepNeXtClassifier('M0'))
+    RepNeXt('M0', deploy=True, block_norm_fold=fold).load_backbone_state_dict(official)
+    other = 'backward' if fold == 'forward' else 'forward'
+    with pytest.raises(CheckpointError, match=f"build the model with block_norm_fold='{fold}'"):
+        RepNeXt('M0', deploy=True, block_norm_fold=other).load_backbone_state_dict(fused.state_dict())
+    with pytest.raises(ValueError, match='block_norm_fold must be one of'):
+        RepNeXt('M0', block_norm_fold='sideways')
+
+
 def test_wrong_form_and_bad_dicts():
     with pytest.raises(CheckpointError, match='train-form checkpoint but the model is in deploy form'):
         RepNeXt('M0', deploy=True).load_backbone_state_dict(_official('M0'))
@@ -290,12 +309,13 @@ def test_classifier_reproduces_seed_params_and_macs(arch):
     clf = RepNeXtClassifier(arch)
     assert count_params(clf) == train_params
     norm, conv_i = _norm_and_identity_params(clf)
-    fused = rep_backbones.fuse(clf)
-    ours = count_params(fused)
-    assert ours == official_fused - norm + conv_i       # level 1: no BN, + identity-chunk 1x1
-    macs = count_macs(fused, 224)
-    assert round((macs - _conv_i_macs(arch)) / 1e9, 3) == gmacs   # official counts no conv_i MACs
-    assert abs(macs / 1e9 - gmacs) / gmacs < 2e-3           # the 1x1 conv_i adds < 0.2 %
+    fused = rep_backbones.fuse(copy.deepcopy(clf))
+    assert count_params(fused) == official_fused - norm     # level 1: the official layout, minus its BNs
+    assert round(count_macs(fused, 224) / 1e9, 3) == gmacs
+    clf.block_norm_fold = 'backward'                         # the norm in the token mixer: + DW 1x1 conv_i
+    backward = rep_backbones.fuse(clf)
+    assert count_params(backward) == official_fused - norm + conv_i
+    assert count_macs(backward, 224) - count_macs(fused, 224) == _conv_i_macs(arch)
     # the official partially fused file has exactly the seed's parameter count
     official = _official(arch, fused=True)
     assert sum(v.numel() for k, v in official.items()

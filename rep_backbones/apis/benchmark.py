@@ -573,7 +573,8 @@ def benchmark_models(configs: Sequence[str], settings: Settings, forms: Sequence
 
 # Our ImageNet classifier next to timm's port of the official one (same blocks for RepGhostNet; timm's
 # MobileNetV4 uses BatchNormAct2d, i.e. BN and activation in one module, where ours has BN + act).
-UPSTREAM_TRAIN_PAIRS = (('RepGhostNet:1.0x', 'repghostnet_100'), ('MobileNetV4:S', 'mobilenetv4_conv_small'))
+UPSTREAM_TRAIN_PAIRS = (('RepGhostNet:1.0x', 'repghostnet_100'), ('RepGhostNet:1.3x', 'repghostnet_130'),
+                        ('MobileNetV4:S', 'mobilenetv4_conv_small'))
 
 
 def benchmark_training(configs: Sequence[str], settings: Settings, memory: bool = True,

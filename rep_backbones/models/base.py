@@ -8,6 +8,8 @@ A family subclasses :class:`RepBackbone` and provides
 * ``feature_stages()``: ``[stem_modules, modules of feature 0, modules of feature 1, ...]``; running them in
   order produces feature ``i`` after list ``i + 1`` (modules are looked up on every call, so fusion
   that replaces submodules needs no bookkeeping);
+* ``_forward_stages(x)`` (optional): the same walk written over the family's own containers, which
+  TorchScript compiles (the default walks ``feature_stages()``, a Python list, and does not script);
 * ``conv_bn_pairs(module)`` (optional): ``(conv, bn)`` attribute pairs of a block that no
   ``nn.Sequential`` or ``switch_to_deploy`` covers (e.g. the stem's ``conv_stem``/``bn1``);
 * ``_reparameterize()`` only where fusion order matters (RepNeXt): the default is the package's one
@@ -71,6 +73,8 @@ class RepBackbone(nn.Module):
     # ``initializer(module, init_cfg)`` for init_cfg types other than 'Pretrained'; the mm layer sets
     # it to mmengine's ``initialize`` (kept out of here: this module imports nothing from mm).
     external_initializer: ClassVar[Optional[Callable]] = None
+    # Python-side properties that TorchScript would otherwise try to compile with the model
+    __jit_unused_properties__: ClassVar[List[str]] = ['out_channels', 'out_strides']
 
     def __init__(self, out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
                  norm_eval: bool = False, deploy: bool = False, init_cfg: Optional[dict] = None,
@@ -185,11 +189,32 @@ class RepBackbone(nn.Module):
         return key.split('.')[0] in ('classifier', 'head', 'head_dist', 'conv_head', 'fc')
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+    def forward(self, x: Tensor):
+        """The maps of ``out_indices`` as a tuple (a list once scripted)."""
+        outs = self.forward_maps(x)
+        if torch.jit.is_scripting():
+            return outs     # TorchScript has no variable-length tuples: a scripted backbone returns a list
+        else:
+            return tuple(outs)
+
+    def forward_maps(self, x: Tensor) -> List[Tensor]:
+        """The maps of ``out_indices``, in order, as a list (``forward`` returns them as a tuple)."""
+        if not torch.jit.is_scripting():    # resolved when compiling: no activation checkpointing there
+            if self.with_cp and self.training:
+                return self._walk_stages(x, checkpointed=True)
+        return self._forward_stages(x)
+
+    def _forward_stages(self, x: Tensor) -> List[Tensor]:
+        """Runs the stages without checkpointing. This default walks ``feature_stages()``, a Python
+        list TorchScript cannot compile; the families override it with the same walk written over
+        their own containers, which scripts."""
+        return self._walk_stages(x, checkpointed=False)
+
+    def _walk_stages(self, x: Tensor, checkpointed: bool) -> List[Tensor]:
         outs = []
         last = self.out_indices[-1]
         for idx, modules in enumerate(self.feature_stages()):
-            if self.with_cp and self.training:
+            if checkpointed:
                 for segment in _checkpoint_segments(modules):
                     x = checkpoint(segment, x, use_reentrant=False)
             else:
@@ -201,7 +226,7 @@ class RepBackbone(nn.Module):
                 # compiled ops downstream (mmcv's RoIAlign) read raw NCHW memory
             if feature == last:
                 break
-        return tuple(outs)
+        return outs
 
     # -- training behaviour ----------------------------------------------------------------------
     def _freeze_stages(self) -> None:

@@ -30,6 +30,8 @@ class ConvNormAct(nn.Module):
         super().__init__()
         if rep_bn and not (stride == 1 and groups == in_chs == out_chs):
             raise ValueError('a BN-only branch needs a stride-1 depthwise conv')
+        if norm_name not in ('bn', 'bn1'):
+            raise ValueError(f"norm_name must be 'bn' or 'bn1', got {norm_name!r}")
         self.norm_name = norm_name
         self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride, kernel // 2, groups=groups, bias=False)
         setattr(self, norm_name, nn.BatchNorm2d(out_chs, eps=BN_EPS))
@@ -37,7 +39,8 @@ class ConvNormAct(nn.Module):
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        y = getattr(self, self.norm_name)(self.conv(x))
+        # hasattr, not getattr(self, self.norm_name): TorchScript resolves hasattr when compiling
+        y = self.bn(self.conv(x)) if hasattr(self, 'bn') else self.bn1(self.conv(x))
         if self.rep_bn is not None:
             y = y + self.rep_bn(x)
         return self.act(y)
@@ -69,8 +72,7 @@ class ClassifierForm:
     classifier_name = 'classifier'
 
     def forward_features(self, x: Tensor) -> Tensor:
-        (x,) = super().forward(x)   # the backbone's forward (next in the MRO), out_indices = (last,)
-        return x
+        return self.forward_maps(x)[-1]     # the backbone's maps (out_indices = (last,))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))

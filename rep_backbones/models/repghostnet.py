@@ -106,6 +106,7 @@ class RepGhostNet(RepBackbone):
                  init_cfg: Optional[dict] = None, in_channels: int = 3, with_cp: bool = False):
         super().__init__(out_indices, frozen_stages, norm_eval, deploy, init_cfg, with_cp)
         self.arch = self.resolve_arch(arch)
+        self.feature_blocks = FEATURE_BLOCKS    # an attribute: TorchScript cannot read a global tuple
         width = ARCHS[self.arch].width
         stem_chs = make_divisible(16 * width, 4)
         self.conv_stem = nn.Conv2d(in_channels, stem_chs, 3, 2, 1, bias=False)
@@ -139,6 +140,18 @@ class RepGhostNet(RepBackbone):
         bounds = (0,) + tuple(b + 1 for b in FEATURE_BLOCKS)
         return [[self.conv_stem, self.bn1, self.act1]] + [
             list(self.blocks[start:end]) for start, end in zip(bounds[:-1], bounds[1:])]
+
+    def _forward_stages(self, x: Tensor) -> List[Tensor]:
+        """``feature_stages()``'s walk over ``blocks`` itself (TorchScript compiles it)."""
+        x = self.act1(self.bn1(self.conv_stem(x)))
+        taps = [self.feature_blocks[i] for i in self.out_indices]
+        outs: List[Tensor] = []
+        for idx, block in enumerate(self.blocks):
+            if idx <= taps[-1]:
+                x = block(x)
+                if idx in taps:
+                    outs.append(x.contiguous())    # NCHW out (see RepBackbone._walk_stages)
+        return outs
 
     # -- fusion (the default walk; these pairs sit outside any nn.Sequential) -------------------------
     def conv_bn_pairs(self, module: nn.Module) -> Iterable[Tuple[str, str]]:

@@ -243,6 +243,17 @@ class _UniversalNet(RepBackbone):
     def feature_stages(self) -> List[List[nn.Module]]:
         return [[self.conv_stem, self.bn1, self.act1]] + [[stage] for stage in self.blocks]
 
+    def _forward_stages(self, x: Tensor) -> List[Tensor]:
+        """``feature_stages()``'s walk over ``blocks`` itself (TorchScript compiles it)."""
+        x = self.act1(self.bn1(self.conv_stem(x)))
+        outs: List[Tensor] = []
+        for idx, stage in enumerate(self.blocks):
+            if idx <= self.out_indices[-1]:
+                x = stage(x)
+                if idx in self.out_indices:
+                    outs.append(x.contiguous())    # NCHW out (see RepBackbone._walk_stages)
+        return outs
+
     def conv_bn_pairs(self, module: nn.Module) -> Iterable[Tuple[str, str]]:
         """The stem's pair (the default walk does the rest: ConvNormAct / FusedIB fuse themselves)."""
         return [('conv_stem', 'bn1')] if module is self else ()

@@ -152,6 +152,28 @@ class RepMobile(RepBackbone):
     def feature_stages(self) -> List[List[nn.Module]]:
         return [[self.stem]] + [[getattr(self, f'layer{i}')] for i in range(len(self.feature_info))]
 
+    def _forward_stages(self, x: Tensor) -> List[Tensor]:
+        """``feature_stages()``'s walk with the four layers spelled out: TorchScript can neither look
+        attributes up by a computed name nor iterate over a Python list of modules."""
+        last = self.out_indices[-1]
+        outs: List[Tensor] = []
+        x = self.layer0(self.stem(x))
+        if 0 in self.out_indices:
+            outs.append(x.contiguous())    # NCHW out (see RepBackbone._walk_stages)
+        if last >= 1:
+            x = self.layer1(x)
+            if 1 in self.out_indices:
+                outs.append(x.contiguous())
+        if last >= 2:
+            x = self.layer2(x)
+            if 2 in self.out_indices:
+                outs.append(x.contiguous())
+        if last >= 3:
+            x = self.layer3(x)
+            if 3 in self.out_indices:
+                outs.append(x.contiguous())
+        return outs
+
     @classmethod
     def state_dict_form(cls, state_dict) -> str:
         keys = list(state_dict)
@@ -182,7 +204,9 @@ class RepMobileHead(nn.Module):
         if self.classifier_dist is None:
             return self.classifier(x)
         out, out_dist = self.classifier(x), self.classifier_dist(x)
-        return (out, out_dist) if self.training else (out + out_dist) / 2
+        if self.training and not torch.jit.is_scripting():    # scripted: one output type, the eval one
+            return out, out_dist
+        return (out + out_dist) / 2
 
 
 @register_classifier('RepMobile')

@@ -9,11 +9,14 @@ Two fusion levels (both exact in eval mode, no BatchNorm left):
 
 * **level 1** -- ``switch_to_deploy()`` (what ``rep_backbones.fuse`` and mmdeploy call): every
   RepDWConvS -> one depthwise 3x3, RepDWConvM -> one depthwise 7x7, every ConvNorm -> conv with
-  bias, and the standalone ``norm`` BatchNorm that follows each token mixer folded into the token
-  mixer (it is a per-channel linear map): the identity chunk of ChunkConv becomes a depthwise 1x1
-  conv ``token_mixer.conv_i``, ``conv_s``/``conv_m``/``conv_l.1`` absorb their slices, and in a
-  downsample the two halves go into ``conv_s``/``conv_m``. The 1x11 -> 11x1 pair ``conv_l`` stays
-  serial (composing it would cost 121 instead of 22 weights per channel).
+  bias, and the standalone ``norm`` BatchNorm that follows each token mixer folded away (it is a
+  per-channel linear map). In a block it goes *forward* into the channel mixer's first 1x1 conv and
+  the identity chunk of ChunkConv is passed through, as upstream's layout has it -- the faster graph
+  (``BLOCK_NORM_FOLDS``); ``block_norm_fold='backward'`` folds it into the token mixer instead (the
+  identity chunk becomes a depthwise 1x1 conv ``token_mixer.conv_i``, ``conv_s``/``conv_m``/``conv_l.1``
+  absorb their slices). In a downsample (whose residual reads the normalised tensor) the two halves
+  always go into ``conv_s``/``conv_m``. The 1x11 -> 11x1 pair ``conv_l`` stays serial (composing it
+  would cost 121 instead of 22 weights per channel).
 * **level 2** -- single branch (the seed's "channel-wise SRP" / E form): ``single_branch=True`` in
   the constructor (fusion then goes all the way) or ``to_single_branch()`` on a model at any level.
   ChunkConv -> one depthwise 11x11 over all channels (:class:`SingleBranchDWConv`); CopyConv ->
@@ -39,8 +42,8 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 
 from .. import checkpoint as ckpt
-from ..reparam import (bn_scale_shift, compose_depthwise, conv_bn_branch, dilate_kernel,
-                       fold_following_affine, identity_kernel, is_norm, make_conv, merge_branches, pad_kernel,
+from ..reparam import (bn_scale_shift, compose_depthwise, conv_bn_branch, dilate_kernel, fold_following_affine,
+                       fold_preceding_affine, identity_kernel, is_norm, make_conv, merge_branches, pad_kernel,
                        serial_bias_border_profile)
 from .base import RepBackbone, apply_norm_cfg, arch_aliases
 from .layers import BN_EPS, ClassifierForm
@@ -174,7 +177,8 @@ def _kernel_bias(mixer: nn.Module) -> Tuple[Tensor, Tensor, nn.Conv2d]:
 class ChunkConv(nn.Module):
     """Block token mixer: channels split in 4 equal chunks -> identity | RepDWConvS | RepDWConvM |
     DW 1x11 -> DW 11x1 (serial, both biased), concatenated. ``conv_i`` is the identity in the
-    training form and a DW 1x1 conv once the following BatchNorm has been folded in."""
+    training form and at level 1 (norm folded forward); a DW 1x1 conv when the following BatchNorm
+    is folded into the mixer (``block_norm_fold='backward'``)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -221,7 +225,12 @@ class ChunkConv(nn.Module):
     def single_branch(self) -> 'SingleBranchDWConv':
         """Level 2 from the level-1 form: one DW 11x11 over all channels (+ exact border term)."""
         size = (LARGE_KERNEL, LARGE_KERNEL)
-        pieces = [_weight_bias(self.conv_i), _weight_bias(self.conv_s), _weight_bias(self.conv_m)]
+        ref = self.conv_s.weight
+        hidden = ref.shape[0]
+        identity = (torch.ones(hidden, 1, 1, 1, dtype=ref.dtype, device=ref.device),
+                    torch.zeros(hidden, dtype=ref.dtype, device=ref.device))
+        pieces = [identity if isinstance(self.conv_i, nn.Identity) else _weight_bias(self.conv_i),
+                  _weight_bias(self.conv_s), _weight_bias(self.conv_m)]
         (w1, b1), (w2, b2) = _weight_bias(self.conv_l[0]), _weight_bias(self.conv_l[1])
         pieces.append(compose_depthwise(w1, w2, b1, b2))
         kernel = torch.cat([pad_kernel(k, size) for k, _ in pieces])
@@ -283,7 +292,7 @@ class SingleBranchDWConv(nn.Conv2d):
             self.border = None
 
     def forward(self, x: Tensor) -> Tensor:
-        out = super().forward(x)
+        out = self._conv_forward(x, self.weight, self.bias)    # nn.Conv2d.forward (TorchScript has no super())
         if self.border is not None:
             profile = serial_bias_border_profile(self.border, x.shape[-2], (self.kernel_size[0] // 2, 0))
             out = out + profile[None, :, :, None]
@@ -300,7 +309,7 @@ class CopyConvSingle(nn.Conv2d):
         self.cat_order = cat_order
 
     def forward(self, x: Tensor) -> Tensor:
-        out = super().forward(x)
+        out = self._conv_forward(x, self.weight, self.bias)    # nn.Conv2d.forward (TorchScript has no super())
         if self.cat_order:
             n, c2, h, w = out.shape
             out = out.reshape(n, c2 // 2, 2, h, w).transpose(1, 2).reshape(n, c2, h, w)
@@ -360,14 +369,28 @@ class Downsample(nn.Module):
         return x + self.channel_mixer(x)
 
 
+# Which side a block's ``norm`` folds into at level 1 (multi-branch blocks; downsamples and single-branch
+# mixers always fold it backward into the token mixer). Both are exact. 'forward' -- into the channel
+# mixer's first 1x1 conv (no padding), the identity chunk then passed through -- is the faster graph:
+# 0.84x (M0) / 0.91x (M3) of 'backward' (the chunk as a DW 1x1 ``conv_i``) in channels-last, 0.96x-1.02x
+# in NCHW, at 512x512 on 2 CPU threads (tools/analysis/deploy_layouts.py, docs/benchmarks.md section 3).
+# 'backward' keeps the channel mixer's trained weight range, the INT8-friendlier layout (docs/int8.md).
+BLOCK_NORM_FOLDS = ('forward', 'backward')
+
+
 @torch.no_grad()
-def _fold_norm_into_mixer(unit: nn.Module) -> None:
-    """Level 1 for a block or downsample: fuse the mixer's branches and fold ``norm`` into it."""
+def _fold_norm_into_mixer(unit: nn.Module, block_norm_fold: str = 'forward') -> None:
+    """Level 1 for a block or downsample: fuse the token mixer's branches and fold ``norm`` away
+    (into the token mixer, or for a multi-branch block with ``block_norm_fold='forward'`` into the
+    channel mixer's first 1x1 conv)."""
     if not is_norm(unit.norm):
         return  # already folded
     scale, shift = bn_scale_shift(unit.norm)
     mixer = unit.token_mixer
-    if isinstance(mixer, (ChunkConv, CopyConv)):
+    if isinstance(mixer, ChunkConv) and block_norm_fold == 'forward':
+        mixer.fuse_branches()
+        _fold_into_next_pointwise(unit.channel_mixer, scale, shift)
+    elif isinstance(mixer, (ChunkConv, CopyConv)):
         mixer.fuse_branches(scale, shift)
     elif isinstance(mixer, CopyConvSingle):
         # with cat_order the BN is indexed in cat order: conv output o is cat channel order[o]
@@ -376,6 +399,20 @@ def _fold_norm_into_mixer(unit: nn.Module) -> None:
     else:
         _fold_into_plain_conv(mixer, scale, shift)
     unit.norm = nn.Identity()
+
+
+def _fold_into_next_pointwise(channel_mixer: nn.Sequential, scale: Tensor, shift: Tensor) -> None:
+    """Fold ``x * scale + shift`` into the channel mixer's first 1x1 conv (a ConvNorm, or the biased
+    conv it fuses to): exact, a 1x1 conv sees no padding. In a ConvNorm the constant the shift adds
+    moves into the BN's running mean (the conv has no bias)."""
+    first = channel_mixer[0]
+    conv = first.conv if isinstance(first, ConvNorm) else first
+    kernel, bias = fold_preceding_affine(conv.weight, conv.bias, scale, shift)
+    conv.weight.copy_(kernel)
+    if isinstance(first, ConvNorm):
+        first.norm.running_mean.sub_(bias)
+    else:
+        conv.bias.copy_(bias)
 
 
 class RepNeXtStage(nn.Sequential):
@@ -417,6 +454,10 @@ class RepNeXt(RepBackbone):
             no BN); True: level 2 (one DW 11x11 per block, one DW 7x7 x2 per downsample). With
             ``deploy=True`` it selects which fused structure is built (for loading our own fused
             files). See also :meth:`to_single_branch`.
+        block_norm_fold: level 1 only: 'forward' (default, the faster graph) folds each block's ``norm``
+            into its channel mixer's first 1x1 conv and passes the identity chunk through; 'backward'
+            folds it into the token mixer (identity chunk -> DW 1x1 ``conv_i``; INT8-friendlier). See
+            ``BLOCK_NORM_FOLDS``. Level 2 always folds backward (into the one 11x11 conv).
         drop_path_rate: stochastic depth, linear over the blocks (not the downsamples); identity in eval.
         norm_cfg: mm-style ``dict(type='BN'|'SyncBN', eps=.., momentum=..)`` for every BatchNorm.
     """
@@ -425,10 +466,13 @@ class RepNeXt(RepBackbone):
 
     def __init__(self, arch: str = 'M3', out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
                  norm_eval: bool = False, deploy: bool = False, single_branch: bool = False,
-                 drop_path_rate: float = 0.0, norm_cfg: Optional[dict] = None, init_cfg: Optional[dict] = None,
-                 in_channels: int = 3, with_cp: bool = False):
+                 block_norm_fold: str = 'forward', drop_path_rate: float = 0.0, norm_cfg: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None, in_channels: int = 3, with_cp: bool = False):
         super().__init__(out_indices, frozen_stages, norm_eval, deploy, init_cfg, with_cp)
         self.arch = self.resolve_arch(arch)
+        if block_norm_fold not in BLOCK_NORM_FOLDS:
+            raise ValueError(f'block_norm_fold must be one of {BLOCK_NORM_FOLDS}, got {block_norm_fold!r}')
+        self.block_norm_fold = block_norm_fold
         spec = ARCHS[self.arch]
         self.single_branch = bool(single_branch or spec.single_branch)
         dims, depths = spec.embed_dim, spec.depth
@@ -450,6 +494,17 @@ class RepNeXt(RepBackbone):
     def feature_stages(self) -> List[List[nn.Module]]:
         return [[self.stem]] + [[stage] for stage in self.stages]
 
+    def _forward_stages(self, x: Tensor) -> List[Tensor]:
+        """``feature_stages()``'s walk over ``stages`` itself (TorchScript compiles it)."""
+        x = self.stem(x)
+        outs: List[Tensor] = []
+        for idx, stage in enumerate(self.stages):
+            if idx <= self.out_indices[-1]:
+                x = stage(x)
+                if idx in self.out_indices:
+                    outs.append(x.contiguous())    # NCHW out (see RepBackbone._walk_stages)
+        return outs
+
     # -- fusion ----------------------------------------------------------------------------------
     def _units(self) -> List[nn.Module]:
         units = []
@@ -463,8 +518,9 @@ class RepNeXt(RepBackbone):
         """Order matters here, unlike in the default walk: each ``norm`` BN is folded into its token
         mixer *while* the mixer's branches are merged (the affine is split across the four chunks /
         two halves), before the walk turns ConvNorms and the head into plain layers."""
+        fold = 'backward' if self.single_branch else self.block_norm_fold
         for unit in self._units():
-            _fold_norm_into_mixer(unit)
+            _fold_norm_into_mixer(unit, fold)
         super()._reparameterize()
         if self.single_branch:
             self._level2()
@@ -501,9 +557,17 @@ class RepNeXt(RepBackbone):
         ``norm`` BatchNorm and has no ``conv_i``: each such unit is loaded into modules of that layout
         and its norm folded by the same code as ``switch_to_deploy``."""
         if form == 'deploy':
+            official = any(k.endswith('.norm.running_mean') for k in state_dict)     # norms kept
+            has_conv_i = any('.token_mixer.conv_i.' in k for k in state_dict)
+            if not official and not self.single_branch and has_conv_i != (self.block_norm_fold == 'backward'):
+                raise ckpt.CheckpointError(
+                    'this fused RepNeXt file was made with block_norm_fold='
+                    f"{'backward' if has_conv_i else 'forward'!r} ({'' if has_conv_i else 'no '}token_mixer.conv_i "
+                    f"keys); build the model with block_norm_fold={'backward' if has_conv_i else 'forward'!r}")
             for name, unit in self.named_modules():
                 if isinstance(unit, (MetaNeXtBlock, Downsample)) and f'{name}.norm.running_mean' in state_dict:
-                    _fold_official_unit(state_dict, f'{name}.', unit)
+                    _fold_official_unit(state_dict, f'{name}.', unit,
+                                        'backward' if self.single_branch else self.block_norm_fold)
         return state_dict
 
 
@@ -523,14 +587,14 @@ def official_fuse(module: nn.Module) -> nn.Module:
     return module
 
 
-def _fold_official_unit(state_dict: Dict[str, Tensor], prefix: str, unit: nn.Module) -> None:
+def _fold_official_unit(state_dict: Dict[str, Tensor], prefix: str, unit: nn.Module, block_norm_fold: str) -> None:
     """Fold the kept ``norm`` of one block / downsample of an official fused file, in the state dict."""
     twin = (MetaNeXtBlock(unit.channels, single_branch=unit.single_branch) if isinstance(unit, MetaNeXtBlock)
             else Downsample(unit.channels // 2, single_branch=unit.single_branch))
     official_fuse(twin)
     keys = [k for k in state_dict if k.startswith(prefix)]
     twin.load_state_dict({k[len(prefix):]: state_dict.pop(k) for k in keys})
-    _fold_norm_into_mixer(twin)
+    _fold_norm_into_mixer(twin, block_norm_fold)
     state_dict.update({prefix + k: v for k, v in twin.state_dict().items()})
 
 

@@ -26,12 +26,10 @@ from typing import Dict, List, Tuple
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import rep_backbones
+from rep_backbones.analysis import count_macs, count_params
 
-import rep_backbones  # noqa: E402
-from rep_backbones.analysis import count_macs, count_params  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 # Family folder -> collection. Paper / code facts: docs/families/*.md and the upstream READMEs.
 FAMILIES = {
