@@ -7,10 +7,13 @@ deploy form (``model.backbone.deploy=True``) -> mmdeploy ``torch2onnx`` through
 mmdeploy's onnxruntime ``End2EndModel``, compared with the fused PyTorch model on seeded toy images: the
 traced one and new ones (detection: two sizes, one graph with dynamic shapes; segmentation: the traced size,
 the only one at which the graph is exact, docs/deploy.md). Detections are matched (boxes, scores, labels,
-masks); label maps compared pixel by pixel. Mask R-CNN's comparison is a strict xfail (docs/deploy.md).
+masks); label maps compared pixel by pixel. Mask R-CNN: the graph is compared with mmdeploy's rewritten model
+run in PyTorch (exact), and with mmdet post-processing as mmdeploy 1.3.1 does (``mmdet_postprocessing_as_mmdeploy``;
+plain mmdet differs by mmdeploy's design, docs/deploy.md 'Mask R-CNN').
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 from collections import Counter
@@ -48,6 +51,9 @@ BOX_TOL, SCORE_TOL, MASK_IOU_MIN = 1e-2, 1e-4, 0.99
 TOP_K = 50
 # label maps: all but arg-max near-ties of random logits (1 pixel in 81,920 measured)
 SEG_AGREEMENT_MIN = 0.9999
+# Mask R-CNN graph vs mmdeploy's rewritten model run in PyTorch (raw outputs, resized image): boxes (pixels),
+# scores, 28x28 mask probabilities. Float32 noise of the same computation: measured 4.6e-5 px and 4.5e-8.
+RAW_BOX_TOL, RAW_SCORE_TOL, RAW_MASK_TOL = 1e-3, 1e-5, 1e-4
 OPTIONS = {}
 
 
@@ -111,13 +117,6 @@ def exported(tmp_path_factory):
     return get
 
 
-MASK_RCNN_DIFFERS = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="mmdeploy 1.3.1's Mask R-CNN graph on torch 2.14 / onnxruntime 1.32: 27-46 of the 100 compared "
-           "detections (each side's 50 best) unmatched, also on the traced image (docs/deploy.md, 'Mask R-CNN'). "
-           'strict: once it matches, this test fails until the mark is removed')
-
-
 @pytest.mark.parametrize('name', list(CASES))
 def test_graph_has_postprocessing_and_standard_operators_only(name, exported):
     """One graph with the post-processing in it (NMS, RoIAlign, arg-max), no BatchNorm left, only standard
@@ -130,17 +129,28 @@ def test_graph_has_postprocessing_and_standard_operators_only(name, exported):
     assert domains <= {'', 'ai.onnx'}, f'custom operator domains {domains}: plain onnxruntime could not run it'
 
 
-@pytest.mark.parametrize('name', [pytest.param(n, marks=MASK_RCNN_DIFFERS) if n == 'mask_rcnn' else n
+MASK_RCNN_ONE_UNMATCHED = pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason='mmdet with mmdet_postprocessing_as_mmdeploy vs onnxruntime, traced image: 1 of the 100 compared '
+           'detections unmatched (the other 99: boxes within 6.9e-5 px, scores within 4.5e-8, mask IoU >= 0.9997); '
+           'the onnxruntime one is a zero-size box [0, 0, 0, 0] (label 3, score 0.210, rank 4) where mmdet has '
+           '[0, 0.32, 60.3, 48.3] (score 0.209); not a tie at the top-50 cut; likely a degenerate proposal that '
+           "mmdeploy's RPN keeps (docs/deploy.md). The new images are not reached.")
+
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=MASK_RCNN_ONE_UNMATCHED) if n == 'mask_rcnn' else n
                                   for n in CASES])
 def test_onnxruntime_matches_fused_pytorch(name, exported):
     """mmdeploy's ONNX graph in onnxruntime predicts what the fused PyTorch model predicts: on the traced
-    image and on new images (detection: of two sizes, one graph)."""
+    image and on new images (detection: of two sizes, one graph). Mask R-CNN: the PyTorch model post-processes
+    as mmdeploy's graph does (``mmdet_postprocessing_as_mmdeploy``); plain mmdet differs by mmdeploy's design,
+    pinned by ``test_mask_rcnn_differs_from_plain_mmdet``."""
     _, fused, onnx_file, model_cfg, deploy_cfg = exported(name)
     processor, pytorch_model, ort_model = mmdeploy_compat.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
     assert pytorch_model.backbone.deploy
-    rng = np.random.default_rng(1)
-    for img in [_traced_image(name)] + [_toy_image(rng, h, w) for h, w in CASES[name][2]]:
-        diff = _predict_and_compare(processor, pytorch_model, ort_model, img)
+    context = mmdeploy_compat.mmdet_postprocessing_as_mmdeploy if name == 'mask_rcnn' else contextlib.nullcontext
+    for img in _images(name):
+        diff = _predict_and_compare(processor, pytorch_model, ort_model, img, context)
         print(f'{name} {img.shape[0]}x{img.shape[1]}: {diff}')
         if name == 'semantic_fpn':
             assert diff['pixel_agreement'] >= SEG_AGREEMENT_MIN, diff
@@ -152,12 +162,112 @@ def test_onnxruntime_matches_fused_pytorch(name, exported):
             assert diff['min_mask_iou'] >= MASK_IOU_MIN, diff
 
 
-def _predict_and_compare(processor, reference_model, other_model, img: np.ndarray) -> dict:
+def _images(name: str):
+    """The traced image, then new ones of the case's sizes."""
+    rng = np.random.default_rng(1)
+    return [_traced_image(name)] + [_toy_image(rng, h, w) for h, w in CASES[name][2]]
+
+
+def _predict_and_compare(processor, reference_model, other_model, img: np.ndarray,
+                         reference_context=contextlib.nullcontext) -> dict:
     data, _ = processor.create_input(img)
     with torch.no_grad():   # each model on its own copy: test_step writes its predictions into the data samples
-        ref = reference_model.test_step(copy.deepcopy(data))[0]
+        with reference_context():
+            ref = reference_model.test_step(copy.deepcopy(data))[0]
         got = other_model.test_step(copy.deepcopy(data))[0]
     return mmdeploy_compat.compare_predictions(ref, got, top_k=TOP_K)
+
+
+def test_mask_rcnn_graph_equals_mmdeploys_rewritten_model(exported):
+    """The exported graph is exact: onnxruntime's raw outputs (dets, labels, 28x28 mask probabilities, in the
+    resized image) are those of mmdeploy's rewritten model run eagerly in PyTorch (``rewritten_predict``), on
+    the traced image and on a new one of another size. All detections (up to 100) are paired, as sets: a
+    detection's partner has the same label and a box within RAW_BOX_TOL (the order of equal scores may differ:
+    onnxruntime's NMS and TopK against mmcv's nms and a sort)."""
+    _, fused, onnx_file, model_cfg, deploy_cfg = exported('mask_rcnn')
+    processor, pytorch_model, ort_model = mmdeploy_compat.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
+    for img in _images('mask_rcnn')[::2]:   # the traced 320x384 one and the new 96x192 one
+        data, _ = processor.create_input(img)
+        batch = pytorch_model.data_preprocessor(copy.deepcopy(data), False)
+        eager = [t[0] for t in mmdeploy_compat.rewritten_predict(pytorch_model, deploy_cfg, batch['inputs'],
+                                                                   batch['data_samples'])]
+        graph = [torch.as_tensor(np.asarray(t))[0] for t in ort_model.predict(batch['inputs'])]
+        diff = _raw_diff(eager, graph)
+        print(f'mask_rcnn raw {img.shape[0]}x{img.shape[1]}: {diff}')
+        assert diff['num_eager'] > 0 and diff['num_eager'] == diff['num_graph'] and diff['unmatched'] == 0, diff
+        assert diff['max_box_diff'] <= RAW_BOX_TOL and diff['max_score_diff'] <= RAW_SCORE_TOL, diff
+        assert diff['max_mask_diff'] <= RAW_MASK_TOL, diff
+
+
+def _raw_diff(eager, graph) -> dict:
+    """Raw ``(dets, labels, masks)`` of one image, each side's rows of positive score: matched greedily, best
+    score first, to the nearest unused same-label row of the other side (largest box coordinate difference),
+    accepted within RAW_BOX_TOL. ``max_mask_diff``: largest absolute difference of mask probabilities."""
+    (de, le, me), (dg, lg, mg) = eager, graph
+    ke, kg = de[:, 4] > 0, dg[:, 4] > 0
+    de, le, me, dg, lg, mg = de[ke], le[ke], me[ke], dg[kg], lg[kg], mg[kg]
+    out = dict(num_eager=len(de), num_graph=len(dg), unmatched=0, max_box_diff=0.0, max_score_diff=0.0,
+               max_mask_diff=0.0)
+    used = set()
+    for i in torch.argsort(de[:, 4], descending=True, stable=True).tolist():
+        cand = [j for j in torch.nonzero(lg == le[i]).flatten().tolist() if j not in used]
+        dist = (dg[cand, :4] - de[i, :4]).abs().amax(dim=1) if cand else None
+        if not cand or float(dist.min()) > RAW_BOX_TOL:
+            out['unmatched'] += 1
+            continue
+        j = cand[int(dist.argmin())]
+        used.add(j)
+        out['max_box_diff'] = max(out['max_box_diff'], float(dist.min()))
+        out['max_score_diff'] = max(out['max_score_diff'], float((dg[j, 4] - de[i, 4]).abs()))
+        out['max_mask_diff'] = max(out['max_mask_diff'], float((mg[j] - me[i]).abs().max()))
+    out['unmatched'] += len(dg) - len(used)
+    return out
+
+
+def test_mask_rcnn_differs_from_plain_mmdet(exported):
+    """Pins the known difference (docs/deploy.md, 'Mask R-CNN'): against plain mmdet (a box regressed per class,
+    one RPN NMS per level) the graph's detections differ on the traced image, while mmdet with
+    ``mmdet_postprocessing_as_mmdeploy`` (mmdeploy 1.3.1's two rules) is matched by
+    ``test_onnxruntime_matches_fused_pytorch``. If this fails, mmdeploy post-processes as mmdet now: update the
+    docs and this test."""
+    _, fused, onnx_file, model_cfg, deploy_cfg = exported('mask_rcnn')
+    processor, pytorch_model, ort_model = mmdeploy_compat.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
+    plain = _predict_and_compare(processor, pytorch_model, ort_model, _traced_image('mask_rcnn'))
+    print(f'mask_rcnn vs plain mmdet: {plain}')
+    assert plain['max_box_diff'] > 1, plain   # measured 29.8 px (pairs accepted at IoU >= 0.5); aligned: 6.9e-5
+
+
+def test_mmdeploy_box_head_gives_every_class_the_top_class_box():
+    """The R-CNN half of the difference, on one RoI: class 0 scores highest, class 1 is above ``score_thr`` too,
+    and each class has its own regression deltas. mmdet gives class 1 its own box; mmdeploy 1.3.1's rewrite of
+    ``BBoxHead.predict_by_feat`` (run eagerly, as it is traced) gives it class 0's; mmdet inside
+    ``mmdet_postprocessing_as_mmdeploy`` does as mmdeploy."""
+    from mmdeploy.core import RewriterContext
+    from mmdeploy.utils import IR, load_config
+    from mmdet.models.roi_heads.bbox_heads.bbox_head import BBoxHead
+    from mmengine.config import ConfigDict
+
+    head = BBoxHead(with_avg_pool=False, in_channels=4, roi_feat_size=1, num_classes=2).eval()
+    rois, logits = torch.tensor([[0., 10., 10., 50., 50.]]), torch.tensor([[2., 1., 0.]])   # (bg last)
+    deltas = torch.tensor([[0., 0., 0., 0., 1., 1., 1., 1.]])                               # class 0, class 1
+    metas, cfg = [dict(img_shape=(100, 100))], ConfigDict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5),
+                                                          max_per_img=100)
+
+    def mmdet_boxes():
+        res = head.predict_by_feat((rois,), (logits,), (deltas,), metas, rcnn_test_cfg=cfg)[0]
+        return {int(label): box for label, box in zip(res.labels, res.bboxes)}
+    plain = mmdet_boxes()
+    with mmdeploy_compat.mmdet_postprocessing_as_mmdeploy():
+        aligned = mmdet_boxes()
+    deploy_cfg = load_config(str(DEPLOY / CASES['mask_rcnn'][1]))[0]
+    with RewriterContext(cfg=deploy_cfg, backend='onnxruntime', ir=IR.ONNX, opset=16), torch.no_grad():
+        dets, labels = head.predict_by_feat(rois[None], logits[None], deltas[None], metas, rcnn_test_cfg=cfg)
+    graph = {int(label): det[:4] for label, det in zip(labels[0], dets[0]) if det[4] > 0}
+    assert set(plain) == set(aligned) == set(graph) == {0, 1}
+    assert (plain[1] - plain[0]).abs().max() > 1, 'mmdet: class 1 has its own box'
+    for label in (0, 1):
+        torch.testing.assert_close(graph[label], plain[0])      # mmdeploy: the top class's box for every class
+        torch.testing.assert_close(aligned[label], graph[label])
 
 
 def test_training_checkpoint_route_is_fused_by_mmdeploy(exported):
@@ -195,6 +305,23 @@ def test_patched_is_undone_and_provides_cast_long():
         torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.randn(1, 3, 8, 8),), buffer, opset_version=11)
         assert onnx.load_from_string(buffer.getvalue()).graph.node[0].op_type == 'Conv'
     assert torch.onnx.export is export and hasattr(opset9, '_cast_Long') == had_cast_long
+
+
+def test_mmdet_postprocessing_as_mmdeploy_is_undone():
+    """The two mmdet methods are replaced only inside the ``with`` block, and restored when it raises."""
+    from mmdet.models.dense_heads.rpn_head import RPNHead
+    from mmdet.models.roi_heads.bbox_heads.bbox_head import BBoxHead
+
+    def methods():
+        return RPNHead.__dict__['_bbox_post_process'], BBoxHead.__dict__['_predict_by_feat_single']
+    before = methods()
+    with mmdeploy_compat.mmdet_postprocessing_as_mmdeploy():
+        assert all(a is not b for a, b in zip(methods(), before))
+    assert methods() == before
+    with pytest.raises(RuntimeError, match='inside'):
+        with mmdeploy_compat.mmdet_postprocessing_as_mmdeploy():
+            raise RuntimeError('inside')
+    assert methods() == before
 
 
 def test_load_model_config_uses_the_test_dataloader_pipeline():

@@ -4,7 +4,8 @@
     python tools/quantize_onnx.py CONFIG CHECKPOINT --out model.int8.onnx
         [--backbone-only | --features-only] [--shape H W] [--no-fuse]
         [--calib-dir DIR] [--calib-n 16] [--eval-n 4] [--calib-method minmax|entropy|percentile]
-        [--exclude REGEX] [--activation-bits 8|16] [--range-report K] [--min-sqnr DB] [--threads 2] [--eval-map]
+        [--exclude REGEX] [--activation-bits 8|16] [--range-report K] [--min-sqnr DB] [--threads 2]
+        [--fused-layout auto|default] [--eval]
     python tools/quantize_onnx.py RepGhostNet:0.5x none --out bb.int8.onnx --shape 64 64   # smoke test
     python tools/quantize_onnx.py --family-table [--shape 512 512] [--threads 2] [--rounds 5] [--out-json FILE]
 
@@ -14,7 +15,9 @@ mode, ``--features-only`` backbone + neck, ``--backbone-only``) or a registered 
 
 Steps: the model is fused with ``rep_backbones.fuse`` (``--no-fuse``: taken as built, e.g. a deploy
 config with a fused checkpoint) and refused if any backbone is not in deploy form or still has
-BatchNorm; exported to fp32 ONNX (``--fp32-out``, default next to ``--out``), checked against
+BatchNorm; put in the INT8-friendlier exact fused layout where the family table measured one
+(``--fused-layout auto``, the default: RepMobile's identity shortcut kept as an Add, RepNeXt M at
+level 2; ``default``: as fused; the report names the layout used; docs/int8.md); exported to fp32 ONNX (``--fp32-out``, default next to ``--out``), checked against
 PyTorch; quantized with ``onnxruntime.quantization.quantize_static`` (QDQ, int8 per-channel
 weights, uint8 per-tensor activations, calibrated on the first ``--calib-n`` images of
 ``--calib-dir`` or of a generated toy COCO training set); then the parity report on ``--eval-n``
@@ -24,10 +27,16 @@ quantized tensors with the lowest SQNR (float range, channel spread). Both ONNX 
 atomically. Images are resized to ``--shape`` and normalised by the model's data preprocessor
 (configs) or with ImageNet mean/std (bare backbones).
 
-``--eval-map`` (single-stage detector configs, e.g. configs/toy/toy_retinanet_repghost_1_0x.py with a
-trained checkpoint): the graph is exported at the size the config's test pipeline makes, and every
-test image is run through the fp32 and the INT8 graph; post-processing is the model's own
-``bbox_head.predict_by_feat`` and the score mmdet's evaluator of the config (bbox mAP, mAP@50).
+``--eval`` (alias ``--eval-map``): task accuracy of fp32 vs INT8 onnxruntime on the config's test set,
+scored by the config's own evaluator. The graph is exported at the size the config's test pipeline
+makes, calibrated on the config's training images (unless ``--calib-dir``), and every test image is
+run through both graphs. Single-stage detectors (e.g. configs/toy/toy_retinanet_repghost_1_0x.py):
+post-processing ``bbox_head.predict_by_feat``, mmdet's evaluator (bbox mAP, mAP@50). Segmentors
+(e.g. configs/toy/toy_fpn_repghost_1_0x_ade20k.py): logits resized and arg-maxed as mmseg's
+``predict`` does (``decode_head.predict_by_feat``, ``postprocess_result``), mmseg's ``IoUMetric``
+(aAcc, mIoU, mAcc in percent), plus the INT8 graph's agreement with fp32 (percent of pixels with the same
+arg-max class, logits SQNR), which tells a broken quantization apart even where the model is too weak
+for its mIoU to. Other models (two-stage detectors, backbones) are refused.
 
 ``--family-table`` measures the docs/int8.md table (one variant per family, random weights with
 BatchNorm statistics calibrated on toy images; see rep_backbones/apis/quantize.py) and prints it.
@@ -73,9 +82,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--range-report', type=int, default=0, metavar='K',
                         help='print the K quantized tensors with the lowest SQNR (on one held-out image)')
     parser.add_argument('--min-sqnr', type=float, help='exit 1 if an output SQNR (dB) is below this')
-    parser.add_argument('--eval-map', action='store_true',
-                        help='single-stage detector configs: bbox mAP of fp32 vs INT8 onnxruntime on the '
-                             "config's test set (mmdet's evaluator; the input size comes from its pipeline)")
+    parser.add_argument('--eval', '--eval-map', dest='eval', action='store_true',
+                        help="task accuracy of fp32 vs INT8 onnxruntime on the config's test set with its own "
+                             'evaluator: bbox mAP (single-stage detectors, mmdet) or aAcc/mIoU/mAcc (segmentors, '
+                             "mmseg IoUMetric); the input size comes from the test pipeline, calibration from the "
+                             'training set unless --calib-dir')
+    parser.add_argument('--fused-layout', choices=q.LAYOUT_CHOICES, default='auto',
+                        help='auto (default): the exact fused layout measured INT8-friendlier per family '
+                             "(RepMobile identity split out, RepNeXt M level 2; docs/int8.md); default: as fused")
     parser.add_argument('--threads', type=int, default=2, help='onnxruntime / PyTorch threads (default 2)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
     table = parser.add_argument_group('family table')
@@ -89,8 +103,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.calib_n = args.calib_n or (8 if args.family_table else 16)
     if args.calib_n < 1 or args.eval_n < 1:
         parser.error('--calib-n and --eval-n must be >= 1')
-    if args.eval_map and (args.backbone_only or args.features_only or is_backbone_spec(args.config or '')):
-        parser.error('--eval-map needs a whole detector: an mm config, without --backbone-only/--features-only')
+    if args.eval and (args.backbone_only or args.features_only or is_backbone_spec(args.config or '')):
+        parser.error('--eval needs a whole single-stage detector or segmentor: an mm config, without '
+                     '--backbone-only/--features-only')
     return args
 
 
@@ -131,7 +146,11 @@ def quantize_one(args) -> int:
     from rep_backbones.apis.onnx_export import check_onnx, export_onnx, ort_session
     shape = shape_tuple(args.shape or [512])
     t0 = time.perf_counter()
-    model, module, preprocess = build(args)
+    try:
+        model, module, preprocess = build(args)
+    except ValueError as err:                     # e.g. a two-stage detector in tensor mode
+        print(f'REFUSED: {err}', file=sys.stderr)
+        return 2
     if not args.no_fuse:
         rep_backbones.fuse(model)
     try:
@@ -139,17 +158,31 @@ def quantize_one(args) -> int:
     except q.UnfusedModelError as err:
         print(f'REFUSED: {err}', file=sys.stderr)
         return 2
-    print(f'built {args.config} ({"as built" if args.no_fuse else "fused"}) in {time.perf_counter() - t0:.1f} s')
-    if args.eval_map:
-        dataset, batches = q.detection_inputs(model)
+    task = q.eval_task(model) if args.eval else None
+    if args.eval and task is None:
+        print(f'REFUSED: --eval scores single-stage detectors (bbox mAP) and segmentors (mIoU); '
+              f'{type(model).__name__} is neither', file=sys.stderr)
+        return 2
+    layouts = q.apply_int8_layout(model, args.fused_layout)
+    print(f'built {args.config} ({"as built" if args.no_fuse else "fused"}) in {time.perf_counter() - t0:.1f} s; '
+          f'fused layout (--fused-layout {args.fused_layout}): '
+          + ', '.join(f'{label} {layout}' for label, layout in layouts))
+    if args.eval:
+        dataset, batches = q.eval_inputs(model, task)
         sizes = {tuple(b['inputs'].shape[-2:]) for b in batches}
         if len(sizes) != 1:
-            print(f'--eval-map: the test images preprocess to several sizes {sorted(sizes)}; the ONNX graph has '
+            print(f'--eval: the test images preprocess to several sizes {sorted(sizes)}; the ONNX graph has '
                   'one fixed input size', file=sys.stderr)
             return 2
         shape = sizes.pop()
-        print(f'--eval-map: {len(batches)} test images of {dataset.ann_file}; input size {shape} from the pipeline')
-    calib_files, eval_files = images(args, shape)
+        print(f'--eval ({task}): {len(batches)} test images of {dataset.data_root or dataset.ann_file}; '
+              f'input size {shape} from the pipeline')
+    if args.eval and not args.calib_dir:
+        train_files = q.dataset_image_files(model, task, 'train')
+        calib_files = train_files[:args.calib_n]
+        eval_files = [Path(b['data_samples'][0].img_path) for b in batches[:args.eval_n]]
+    else:
+        calib_files, eval_files = images(args, shape)
     calib = q.load_inputs(calib_files, shape, preprocess)
     evals = q.load_inputs(eval_files, shape, preprocess)
     print(f'calibration: {len(calib_files)} images from {Path(calib_files[0]).parent}; parity: {len(eval_files)} '
@@ -182,13 +215,19 @@ def quantize_one(args) -> int:
         print(f'range report: the {args.range_report} quantized tensors with the lowest SQNR (1 image):')
         for row in q.range_report(fp32_path, args.out, evals[:1])[:args.range_report]:
             print(f'  {row.line()}')
-    if args.eval_map:
-        maps = q.detection_map(model, {'fp32': ort_session(fp32_path, args.threads),
-                                       'INT8': ort_session(args.out, args.threads)}, dataset, batches,
-                               progress=not args.no_progress)
-        for name, metrics in maps.items():
-            print(f'{name} onnxruntime: ' + ', '.join(f'{k} {v:.3f}' for k, v in metrics.items()
-                                                     if k.endswith(('bbox_mAP', 'bbox_mAP_50'))))
+    if args.eval:
+        scores = q.task_metrics(model, {'fp32': ort_session(fp32_path, args.threads),
+                                        'INT8': ort_session(args.out, args.threads)}, dataset, batches, task,
+                                progress=not args.no_progress)
+        print(f'{task} accuracy on {len(batches)} test images ({"bbox mAP" if task == "detection" else "percent"}):')
+        for name, metrics in scores.items():
+            print(f'{name} onnxruntime: ' + ', '.join(f'{k} {v:.3f}' if task == 'detection' else f'{k} {v:.2f}'
+                                                     for k, v in metrics.items()
+                                                     if k.endswith(q.TASK_METRIC_KEYS[task])))
+        if task == 'segmentation':
+            agreement = scores['INT8']
+            print(f'INT8 vs fp32 onnxruntime: arg-max agreement {agreement["argmax_agreement"]:.2f} % of pixels, '
+                  f'logits SQNR {agreement["logits_sqnr"]:.1f} dB')
     worst = min(row.sqnr_db for row in rows)
     if args.min_sqnr is not None and worst < args.min_sqnr:
         print(f'FAILED: lowest output SQNR {worst:.1f} dB < --min-sqnr {args.min_sqnr:g}', file=sys.stderr)

@@ -7,7 +7,8 @@
 # mmcv's roi_align on random features in onnxruntime 1.32; opset 16 gave 0 (docs/deploy.md).
 # score_threshold=0.0: mmdeploy applies post_processing.score_threshold to the RPN proposals, which mmdet does
 # not threshold; the detections' threshold is the model's test_cfg.rcnn.score_thr.
-# Known issue: with this stack the graph's predictions differ from mmdet's (docs/deploy.md, 'Mask R-CNN').
+# The graph is exact, but mmdeploy 1.3.1 post-processes two-stage detectors its own way (every class of a RoI gets
+# the top class's box; one RPN NMS over all levels): it differs from plain mmdet (docs/deploy.md, 'Mask R-CNN').
 _base_ = ['./detection_onnxruntime_dynamic.py']
 
 onnx_config = dict(

@@ -20,7 +20,10 @@ Use::
     from rep_backbones.apis.mmdeploy_compat import torch2onnx
     torch2onnx(img, work_dir, 'end2end.onnx', deploy_cfg, model_cfg, checkpoint)   # mmdeploy's API
 
-or wrap any mmdeploy call in ``with patched(): ...``.
+or wrap any mmdeploy call in ``with patched(): ...``. For checking a graph: :func:`build_models` and
+:func:`compare_predictions` (onnxruntime vs PyTorch through mmdeploy's task processor), :func:`rewritten_predict`
+(what the graph should compute) and :func:`mmdet_postprocessing_as_mmdeploy` (mmdet post-processing made to
+follow mmdeploy's two-stage rules).
 """
 from __future__ import annotations
 
@@ -77,6 +80,75 @@ def torch2onnx(img, work_dir: str, save_file: str, deploy_cfg, model_cfg, model_
         mmdeploy_torch2onnx(img, work_dir, save_file, deploy_cfg=deploy_cfg, model_cfg=model_cfg,
                             model_checkpoint=model_checkpoint, device=device)
     return osp.join(work_dir, save_file)
+
+
+# -- what the graph computes, run in PyTorch, and mmdet made to post-process as mmdeploy does ---------------------
+def rewritten_predict(model, deploy_cfg, inputs: torch.Tensor, data_samples) -> Tuple[torch.Tensor, ...]:
+    """mmdeploy's rewritten model run eagerly in PyTorch, as ``torch2onnx`` traces it (``patch_model`` and a
+    ``RewriterContext`` with the deploy config's backend and opset, ``mode='predict'``): the raw outputs the
+    exported graph should give for ``inputs`` (the data preprocessor's batch), e.g. ``(dets, labels[, masks])``
+    in the resized image. Why: it separates "the graph is not what mmdeploy meant" (graph vs this) from "mmdeploy
+    post-processes differently from mmdet" (this vs the mmdet model).
+
+    ``model`` (a PyTorch model from :func:`build_models`) and ``data_samples`` are copied, not changed.
+    Outside an export ``torch.onnx.is_in_onnx_export()`` is false; mmdeploy's NMS then runs mmcv's ``nms``
+    per class, and its top-k steps sort instead of ``TopK``: the same values, up to the order of equal scores.
+    """
+    import copy
+
+    from mmdeploy.core import RewriterContext, patch_model
+    from mmdeploy.utils import IR, get_backend, get_ir_config, load_config
+    deploy_cfg = load_config(deploy_cfg)[0]
+    backend = get_backend(deploy_cfg).value
+    opset = get_ir_config(deploy_cfg).get('opset_version', 11)
+    patched_model = patch_model(copy.deepcopy(model), cfg=deploy_cfg, backend=backend, ir=IR.ONNX)
+    with RewriterContext(cfg=deploy_cfg, backend=backend, ir=IR.ONNX, opset=opset), torch.no_grad():
+        return patched_model(inputs, copy.deepcopy(data_samples), mode='predict')
+
+
+@contextlib.contextmanager
+def mmdet_postprocessing_as_mmdeploy() -> Iterator[None]:
+    """Inside the ``with`` block, mmdet's ``RPNHead`` and ``BBoxHead`` (Faster / Mask R-CNN) post-process as
+    mmdeploy 1.3.1's rewriters do, so that the PyTorch model can be compared with an mmdeploy graph
+    (docs/deploy.md, 'Mask R-CNN'). For comparisons, not for evaluation. Both class attributes are restored on
+    exit, also when the block raises:
+
+    1. RPN (``RPNHead._bbox_post_process``): one NMS over the proposals of all levels (mmdet: one per level),
+       and no ``min_bbox_size`` filter (mmdet drops proposals of zero width or height).
+    2. R-CNN box head (``BBoxHead._predict_by_feat_single``, class-specific regression): every class of a RoI
+       gets the box regressed for the RoI's highest-scoring class (mmdet: each class its own box).
+
+    Subclasses that override these methods (SABL, cascade RPN stages, ...) are not changed.
+    """
+    import copy
+
+    import torch.nn.functional as F
+    from mmdet.models.dense_heads.rpn_head import RPNHead
+    from mmdet.models.roi_heads.bbox_heads.bbox_head import BBoxHead
+
+    rpn_post, bbox_single = RPNHead.__dict__['_bbox_post_process'], BBoxHead.__dict__['_predict_by_feat_single']
+
+    def rpn_post_all_levels(self, results, cfg, rescale=False, with_nms=True, img_meta=None):
+        results.level_ids = torch.zeros_like(results.level_ids)   # batched_nms: one group = one NMS
+        cfg = copy.deepcopy(cfg)
+        cfg.min_bbox_size = -1                                     # < 0: mmdet skips the size filter
+        return rpn_post(self, results, cfg, rescale, with_nms, img_meta)
+
+    def bbox_single_top_class_box(self, roi, cls_score, bbox_pred, img_meta, rescale=False, rcnn_test_cfg=None):
+        if bbox_pred is not None and cls_score is not None and not self.reg_class_agnostic and len(roi):
+            scores = (self.loss_cls.get_activation(cls_score) if self.custom_cls_channels
+                      else F.softmax(cls_score, dim=-1))
+            top = scores[:, :self.num_classes].argmax(dim=1)      # as mmdeploy: background excluded
+            deltas = bbox_pred.view(len(bbox_pred), self.num_classes, -1)
+            bbox_pred = deltas[torch.arange(len(deltas)), top][:, None].expand_as(deltas).reshape(len(deltas), -1)
+        return bbox_single(self, roi, cls_score, bbox_pred, img_meta, rescale, rcnn_test_cfg)
+
+    try:
+        RPNHead._bbox_post_process = rpn_post_all_levels
+        BBoxHead._predict_by_feat_single = bbox_single_top_class_box
+        yield
+    finally:
+        RPNHead._bbox_post_process, BBoxHead._predict_by_feat_single = rpn_post, bbox_single
 
 
 # -- the route from a config and checkpoint to onnxruntime predictions, through mmdeploy's task processor --------

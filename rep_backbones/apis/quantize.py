@@ -9,8 +9,13 @@ Quantization needs the *fused* graph: a BatchNorm left in the model is refused
 (:class:`UnfusedModelError`), in PyTorch (:func:`assert_fused`) and in the ONNX graph
 (:func:`quantize_onnx`). :func:`range_report` lists, per weight and per quantized activation of the
 QDQ graph, its float range and the SQNR of that single quantization step (onnxruntime's
-``qdq_loss_debug``), worst first: where a family loses. :func:`detection_map` scores the fp32 and
-INT8 graphs of a single-stage detector with mmdet's evaluator.
+``qdq_loss_debug``), worst first: where a family loses. :func:`task_metrics` scores the fp32 and
+INT8 graphs on the config's test set with the config's own evaluator: :func:`detection_map` (a
+single-stage detector, mmdet) or :func:`segmentation_miou` (a segmentor, mmseg's ``IoUMetric``).
+
+Before export, :func:`apply_int8_layout` puts each fused backbone into the exact layout the family
+table measured INT8-friendlier (:data:`INT8_LAYOUTS`: RepMobile's identity split out, RepNeXt M at
+level 2); the float function does not change.
 
 The family table (:func:`family_table`, docs/int8.md): :func:`calibrate_bn` gives randomly
 initialised backbones realistic BatchNorm statistics, and :func:`fused_layouts` builds the exact
@@ -167,7 +172,8 @@ def prepare_for_quantization(fp32_path: PathLike, out_path: PathLike) -> str:
 
 def quantize_onnx(fp32_path: PathLike, int8_path: PathLike, calibration: Sequence[np.ndarray],
                   per_channel: bool = True, method: str = 'minmax', progress: bool = True,
-                  exclude: Optional[str] = None, activation_bits: int = 8) -> List[str]:
+                  exclude: Optional[str] = None, activation_bits: int = 8,
+                  reduce_range: Optional[bool] = None) -> List[str]:
     """Static INT8 quantization of ``fp32_path`` into ``int8_path`` (written atomically).
 
     QDQ format; weights int8 symmetric (per output channel with ``per_channel``), activations uint8
@@ -176,7 +182,8 @@ def quantize_onnx(fp32_path: PathLike, int8_path: PathLike, calibration: Sequenc
     ``entropy`` or ``percentile``). ``exclude``: a regular expression; graph nodes whose name it
     matches (``re.search``, e.g. ``'conv_dw/Conv$'``) stay in float (mixed precision). Returns the
     excluded node names. ``activation_bits=16``: uint16 activations (A16W8, a precision diagnostic:
-    onnxruntime's CPU kernels run it through float). Refuses a graph with BatchNormalization nodes.
+    onnxruntime's CPU kernels run it through float). ``reduce_range``: 7-bit weights; None = on where
+    the CPU has no VNNI (:func:`cpu_has_vnni`). Refuses a graph with BatchNormalization nodes.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     if method not in CALIBRATION_METHODS:
@@ -209,8 +216,23 @@ def quantize_onnx(fp32_path: PathLike, int8_path: PathLike, calibration: Sequenc
                         quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8 if activation_bits == 8 else QuantType.QUInt16,
                         weight_type=QuantType.QInt8,
+                        reduce_range=(not cpu_has_vnni()) if reduce_range is None else reduce_range,
                         calibrate_method=calib_method)
     return excluded
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI int8 dot products (``avx512_vnni`` / ``avx_vnni`` in /proc/cpuinfo).
+    Without them onnxruntime's u8 x s8 kernels add pairs of products in int16 with saturation
+    (``vpmaddubsw``), which 8-bit weights can overflow: measured on an AVX2-only AMD EPYC, RepGhostNet
+    0.5x's stride-4 SQNR fell from 12.2 dB to 9.1 dB. 7-bit weights (``reduce_range``, what
+    onnxruntime's documentation advises for such CPUs) cannot overflow. Unknown (not Linux): False."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return 'avx512_vnni' in flags or 'avx_vnni' in flags
 
 
 # -- parity ------------------------------------------------------------------------------------
@@ -270,40 +292,100 @@ def parity_report(fp32_session, int8_session, inputs: Sequence[np.ndarray]) -> L
     return rows
 
 
-# -- detection accuracy ------------------------------------------------------------------------
-def detection_inputs(model: nn.Module) -> Tuple[object, List[dict]]:
-    """``(dataset, batches)``: the config's test set (mmdet) and each image as the model's
-    ``data_preprocessor`` makes it (``inputs``: normalised, padded ``1 x 3 x H x W``; ``data_samples``)."""
-    from mmdet.registry import DATASETS
+# -- task accuracy: detection mAP, segmentation mIoU -------------------------------------------
+TASKS = ('detection', 'segmentation')
+
+
+def eval_task(model: nn.Module) -> Optional[str]:
+    """``'detection'`` for a single-stage mmdet detector (``bbox_head.predict_by_feat``, no RoI
+    head), ``'segmentation'`` for an mmseg segmentor (``decode_head`` + ``postprocess_result``),
+    ``None`` for anything else (two-stage detectors, bare backbones, cascades): what ``--eval`` scores."""
+    if hasattr(model, 'bbox_head') and not hasattr(model, 'roi_head') and hasattr(model.bbox_head, 'predict_by_feat'):
+        return 'detection'
+    if hasattr(model, 'postprocess_result') and hasattr(getattr(model, 'decode_head', None), 'predict_by_feat'):
+        return 'segmentation'
+    return None
+
+
+def _scope(task: str) -> str:
+    return {'detection': 'mmdet', 'segmentation': 'mmseg'}[task]
+
+
+def eval_inputs(model: nn.Module, task: Optional[str] = None, split: str = 'test') -> Tuple[object, List[dict]]:
+    """``(dataset, batches)``: the config's ``{split}_dataloader`` dataset (mmdet or mmseg, after
+    ``task``, default :func:`eval_task`) and each image as the model's ``data_preprocessor`` makes it
+    (``inputs``: normalised ``1 x 3 x H x W``; ``data_samples``, with the ground truth)."""
+    import importlib
+
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import DefaultScope
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        dataset = DATASETS.build(model.cfg.test_dataloader.dataset)
+    task = task or eval_task(model)
+    if task not in TASKS:
+        raise ValueError(f'{type(model).__name__} is neither a single-stage detector nor a segmentor')
+    scope = _scope(task)
+    datasets = importlib.import_module(f'{scope}.registry').DATASETS
+    with DefaultScope.overwrite_default_scope(scope):
+        dataset = datasets.build(model.cfg.get(f'{split}_dataloader').dataset)
     with torch.no_grad():
         batches = [model.data_preprocessor(pseudo_collate([dataset[i]]), False) for i in range(len(dataset))]
     return dataset, batches
 
 
+def detection_inputs(model: nn.Module) -> Tuple[object, List[dict]]:
+    """:func:`eval_inputs` of a detector (its test set)."""
+    return eval_inputs(model, 'detection')
+
+
+def dataset_image_files(model: nn.Module, task: Optional[str] = None, split: str = 'train') -> List[Path]:
+    """The image files of the config's ``{split}_dataloader`` dataset (calibration for ``--eval``)."""
+    import importlib
+
+    from mmengine.registry import DefaultScope
+    task = task or eval_task(model)
+    scope = _scope(task)
+    dataset_cfg = model.cfg.get(f'{split}_dataloader').dataset.copy()
+    dataset_cfg['pipeline'] = []                               # file names only: no loading, no augmentation
+    datasets = importlib.import_module(f'{scope}.registry').DATASETS
+    with DefaultScope.overwrite_default_scope(scope):
+        dataset = datasets.build(dataset_cfg)
+    return [Path(dataset.get_data_info(i)['img_path']) for i in range(len(dataset))]
+
+
+def _outputs(runner, x: np.ndarray) -> List[torch.Tensor]:
+    """Outputs of an onnxruntime session (``.run``) or of a callable (``x`` -> arrays / tensors)."""
+    outs = runner.run(None, {runner.get_inputs()[0].name: x}) if hasattr(runner, 'run') else runner(x)
+    return [o if isinstance(o, torch.Tensor) else torch.from_numpy(np.asarray(o)) for o in outs]
+
+
+def _evaluators(model: nn.Module, names: Iterable[str], dataset, task: str) -> Dict[str, object]:
+    import copy
+    import importlib
+
+    from mmengine.evaluator import Evaluator
+    from mmengine.registry import DefaultScope
+    scope = _scope(task)
+    metrics = importlib.import_module(f'{scope}.registry').METRICS
+    with DefaultScope.overwrite_default_scope(scope):
+        evaluators = {name: Evaluator(metrics.build(copy.deepcopy(model.cfg.test_evaluator))) for name in names}
+    for evaluator in evaluators.values():
+        evaluator.dataset_meta = dataset.metainfo
+    return evaluators
+
+
 def detection_map(model: nn.Module, sessions: Dict[str, object], dataset, batches: Sequence[dict],
                   progress: bool = True) -> Dict[str, Dict[str, float]]:
     """mmdet's own evaluator (the config's ``test_evaluator``, e.g. ``CocoMetric``) on the outputs
-    of each onnxruntime session (name -> session) of a single-stage detector exported in tensor mode
-    (per-level class scores, then per-level box regressions); post-processing -- anchors, decoding,
-    score threshold, NMS, rescaling -- is the model's ``bbox_head.predict_by_feat``."""
+    of each onnxruntime session (name -> session, or a callable) of a single-stage detector exported
+    in tensor mode (per-level class scores, then per-level box regressions); post-processing --
+    anchors, decoding, score threshold, NMS, rescaling -- is the model's ``bbox_head.predict_by_feat``."""
     import copy
 
-    from mmdet.registry import METRICS
-    from mmengine.evaluator import Evaluator
-    from mmengine.registry import DefaultScope
     from tqdm import tqdm
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        evaluators = {name: Evaluator(METRICS.build(copy.deepcopy(model.cfg.test_evaluator))) for name in sessions}
-    for evaluator in evaluators.values():
-        evaluator.dataset_meta = dataset.metainfo
+    evaluators = _evaluators(model, sessions, dataset, 'detection')
     for data in tqdm(batches, desc='detection mAP', unit='img', disable=not progress, leave=False):
         x = data['inputs'].numpy()
         for name, session in sessions.items():
-            outs = [torch.from_numpy(o) for o in session.run(None, {session.get_inputs()[0].name: x})]
+            outs = _outputs(session, x)
             levels = len(outs) // 2
             samples = copy.deepcopy(data['data_samples'])
             with torch.no_grad():
@@ -313,6 +395,67 @@ def detection_map(model: nn.Module, sessions: Dict[str, object], dataset, batche
                 sample.pred_instances = pred
             evaluators[name].process(data_samples=samples, data_batch=data)
     return {name: evaluator.evaluate(len(batches)) for name, evaluator in evaluators.items()}
+
+
+def segmentation_miou(model: nn.Module, sessions: Dict[str, object], dataset, batches: Sequence[dict],
+                      progress: bool = True, reference: Optional[str] = None) -> Dict[str, Dict[str, float]]:
+    """mmseg's own evaluator (the config's ``test_evaluator``: ``IoUMetric``, aAcc / mIoU / mAcc in
+    percent) on the outputs of each onnxruntime session (name -> session, or a callable) of a
+    segmentor exported in tensor mode (decode-head logits, 1/4 of the input size). Post-processing
+    is mmseg's, as ``EncoderDecoder.predict`` does it: ``decode_head.predict_by_feat`` (bilinear
+    resize to the input size) then ``postprocess_result`` (padding cropped, bilinear resize to the
+    label's original size, arg-max); ``IoUMetric`` skips the ignore index (255).
+
+    Every session but ``reference`` (default: the first) also gets its agreement with it, over all
+    test images: ``argmax_agreement``, the percent of predicted pixels (every pixel of the label
+    size, labelled or not) whose class is the reference's, and ``logits_sqnr`` (dB), the SQNR of its
+    raw logits against the reference's (:func:`sqnr_db`). Unlike mIoU these do not depend on the
+    model being any good: a weak model's mIoU can move either way under a broken quantization."""
+    import copy
+
+    from tqdm import tqdm
+    reference = reference or next(iter(sessions))
+    if reference not in sessions:
+        raise ValueError(f'reference {reference!r} is not one of the sessions {list(sessions)}')
+    evaluators = _evaluators(model, sessions, dataset, 'segmentation')
+    logits_of: Dict[str, List[np.ndarray]] = {name: [] for name in sessions}
+    agree = {name: [0, 0] for name in sessions}          # pixels of the reference's class, pixels
+    for data in tqdm(batches, desc='segmentation mIoU', unit='img', disable=not progress, leave=False):
+        x = data['inputs'].numpy()
+        preds = {}
+        for name, session in sessions.items():
+            logits = _outputs(session, x)[0]
+            logits_of[name].append(logits.numpy())
+            samples = copy.deepcopy(data['data_samples'])
+            with torch.no_grad():
+                seg_logits = model.decode_head.predict_by_feat(logits, [s.metainfo for s in samples])
+                samples = model.postprocess_result(seg_logits, samples)
+            preds[name] = torch.cat([s.pred_sem_seg.data.flatten() for s in samples])
+            evaluators[name].process(data_samples=samples, data_batch=data)
+        for name, pred in preds.items():
+            agree[name][0] += int((pred == preds[reference]).sum())
+            agree[name][1] += pred.numel()
+    results = {name: evaluator.evaluate(len(batches)) for name, evaluator in evaluators.items()}
+    for name in sessions:
+        if name != reference:
+            results[name]['argmax_agreement'] = 100.0 * agree[name][0] / max(agree[name][1], 1)
+            results[name]['logits_sqnr'] = float(sqnr_db(logits_of[reference], logits_of[name]))
+    return results
+
+
+def task_metrics(model: nn.Module, sessions: Dict[str, object], dataset, batches: Sequence[dict],
+                 task: Optional[str] = None, progress: bool = True) -> Dict[str, Dict[str, float]]:
+    """:func:`detection_map` or :func:`segmentation_miou`, after ``task`` (default :func:`eval_task`)."""
+    task = task or eval_task(model)
+    if task == 'detection':
+        return detection_map(model, sessions, dataset, batches, progress)
+    if task == 'segmentation':
+        return segmentation_miou(model, sessions, dataset, batches, progress)
+    raise ValueError(f'{type(model).__name__} is neither a single-stage detector nor a segmentor')
+
+
+#: the metrics each task prints (keys of the evaluator's result that end so)
+TASK_METRIC_KEYS = {'detection': ('bbox_mAP', 'bbox_mAP_50'), 'segmentation': ('aAcc', 'mIoU', 'mAcc')}
 
 
 # -- per-layer ranges --------------------------------------------------------------------------
@@ -414,6 +557,57 @@ def calibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], seed: int = 
 
 
 @torch.no_grad()
+def linear_probe_segmentor(model: nn.Module, batches: Sequence[dict], seed: int = 0, ridge: float = 1e-3) -> nn.Module:
+    """A randomly initialised mmseg segmentor made to segment, without training (the ``--eval``
+    mIoU setting of tests/test_quantize.py and docs/int8.md; no trained checkpoint exists here).
+
+    Every BatchNorm gets :func:`calibrate_bn`'s seeded affine and statistics measured on
+    ``batches`` (as :func:`eval_inputs` makes them: ``inputs`` and ``data_samples`` with
+    ``gt_sem_seg``); then the decode head's final 1x1 classifier ``conv_seg`` is fitted by ridge
+    regression (``ridge`` x the mean feature energy) of one-hot labels on the features it reads,
+    labels taken at the logits' 1/4 resolution (nearest), pixels of the ignore index left out: a
+    linear probe on random features. Returns ``model`` in eval mode, still in training form.
+    """
+    from torch.nn import functional as F
+
+    from .build import TensorModeWrapper
+    groups: List[List[torch.Tensor]] = []           # BN batches: up to 4 images of one size
+    for batch in batches:
+        x = batch['inputs']
+        if groups and len(groups[-1]) < 4 and groups[-1][0].shape == x.shape:
+            groups[-1].append(x)
+        else:
+            groups.append([x])
+    calibrate_bn(TensorModeWrapper(model), [torch.cat(g) for g in groups], seed)
+    head = model.decode_head
+    conv = head.conv_seg
+    seen = []
+    hook = conv.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    dim = conv.in_channels + 1
+    gram = torch.zeros(dim, dim, dtype=torch.float64)
+    moment = torch.zeros(dim, conv.out_channels, dtype=torch.float64)
+    try:
+        for batch in batches:
+            seen.clear()
+            model(batch['inputs'], None, mode='tensor')
+            f = seen[0]
+            label = batch['data_samples'][0].gt_sem_seg.data[None].float()
+            label = F.interpolate(label, size=f.shape[-2:], mode='nearest').long().flatten()
+            keep = label != head.ignore_index
+            x = f[0].flatten(1).T[keep].double()
+            x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+            gram += x.T @ x
+            moment += x.T @ F.one_hot(label[keep], conv.out_channels).double()
+    finally:
+        hook.remove()
+    gram += ridge * gram.diagonal().mean() * torch.eye(dim, dtype=gram.dtype)
+    w = torch.linalg.solve(gram, moment)
+    conv.weight.copy_(w[:-1].T.reshape_as(conv.weight).float())
+    conv.bias.copy_(w[-1].float())
+    return model.eval()
+
+
+@torch.no_grad()
 def repnext_norm_forward(model: nn.Module) -> nn.Module:
     """RepNeXt layout option (exact, training form, in place): in every ``MetaNeXtBlock`` fold the
     BatchNorm after the token mixer *forward* into the channel mixer's first 1x1 ConvNorm instead of
@@ -470,7 +664,7 @@ def identity_split(model: nn.Module) -> Optional[nn.Module]:
 
     from .. import fuse
     from ..models.repmobile import RepMobileBlock
-    from ..reparam import bn_scale_shift, tiled_identity_kernel
+    from ..reparam import bn_scale_shift
     trained = dict(model.named_modules())
     fused = fuse(copy.deepcopy(model).eval())
     split = 0
@@ -483,12 +677,60 @@ def identity_split(model: nn.Module) -> Optional[nn.Module]:
             module.cheap_operation = SplitShortcut(conv, scale)
             split += 1
         elif isinstance(module, RepMobileBlock):
-            conv = module.conv_pw[1]
-            conv.weight -= tiled_identity_kernel(conv.in_channels, module.stride, dtype=conv.weight.dtype,
-                                                 device=conv.weight.device)
-            module.conv_pw[1] = SplitShortcut(conv, repeats=module.stride)
+            _split_repmobile_block(module)
             split += 1
     return fused if split else None
+
+
+@torch.no_grad()
+def _split_repmobile_block(block: nn.Module) -> bool:
+    """A fused ``RepMobileBlock``'s ``[I; I]`` shortcut taken back out of its 1x1 kernel (exact, in
+    place): ``conv_pw[1]`` becomes ``conv1x1(x) + cat(x, x)``. False when already split."""
+    from ..reparam import tiled_identity_kernel
+    conv = block.conv_pw[1]
+    if isinstance(conv, SplitShortcut):
+        return False
+    conv.weight -= tiled_identity_kernel(conv.in_channels, block.stride, dtype=conv.weight.dtype,
+                                         device=conv.weight.device)
+    block.conv_pw[1] = SplitShortcut(conv, repeats=block.stride)
+    return True
+
+
+#: The exact fused layout that INT8 quantization uses by default (``layout='auto'``), per family:
+#: the alternatives of :func:`fused_layouts` that the family table measured better than the
+#: package's default fold (docs/int8.md, docs/int8_family_table.json: higher mean SQNR over the four
+#: outputs, same float function): RepMobile ``identity-split`` (+0.6 / +1.0 dB at strides 16 / 32),
+#: RepNeXt M ``single-branch`` (+0.3 - 0.6 dB at every stride). Measured worse, so not used:
+#: RepGhostNet ``identity-split``, RepNeXt ``norm-forward``. Families not listed keep ``default``.
+INT8_LAYOUTS = {'RepMobile': 'identity-split', 'RepNeXt': 'single-branch'}
+LAYOUT_CHOICES = ('auto', 'default')
+
+
+@torch.no_grad()
+def apply_int8_layout(model: nn.Module, layout: str = 'auto') -> List[Tuple[str, str]]:
+    """Put every (already fused) re-parameterizable backbone of ``model`` into the INT8-friendlier
+    exact layout of :data:`INT8_LAYOUTS` (``layout='auto'``; ``'default'``: leave it as fused), in
+    place: RepMobile blocks keep their shortcut as an Add (:func:`_split_repmobile_block`), RepNeXt
+    at level 1 goes to level 2 (``to_single_branch``). The float function does not change (to
+    float rounding). Returns ``(backbone label, layout used)`` per backbone."""
+    from ..models.repmobile import RepMobileBlock
+    from ..models.repnext import RepNeXt
+    if layout not in LAYOUT_CHOICES:
+        raise ValueError(f'layout must be one of {LAYOUT_CHOICES}, got {layout!r}')
+    used = []
+    for name, backbone in find_rep_backbones(model):
+        label = f'{name or "model"} ({type(backbone).__name__})'
+        if not backbone.deploy:
+            raise UnfusedModelError(f'{label} is not fused: fuse before choosing its INT8 layout')
+        choice = INT8_LAYOUTS.get(type(backbone).__name__, 'default') if layout == 'auto' else 'default'
+        if choice == 'single-branch' and isinstance(backbone, RepNeXt):
+            backbone.to_single_branch()        # level 1 -> 2; E forms (and level 2) are single-branch already
+        elif choice == 'identity-split':
+            for block in backbone.modules():
+                if isinstance(block, RepMobileBlock):
+                    _split_repmobile_block(block)
+        used.append((label, choice))
+    return used
 
 
 # -- the per-family table ----------------------------------------------------------------------
