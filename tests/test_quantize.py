@@ -148,6 +148,21 @@ def test_fused_layouts(toy_inputs):
     assert set(q.fused_layouts(calibrated('MobileNetV4:S', calib))) == {'default'}
 
 
+def test_int8_fusion_of_repnext_is_the_measured_single_branch_layout(toy_inputs):
+    """``prepare_int8_fusion`` + fuse gives RepNeXt M the family table's ``single-branch`` layout (level 2
+    made from the training form, norm in the 11x11 kernel), not level 2 made from the faster float level 1."""
+    calib, _ = toy_inputs
+    model = calibrated('RepNeXt:M0', calib).eval()
+    measured = q.fused_layouts(model)['single-branch']
+    q.prepare_int8_fusion(model, 'auto')
+    rep_backbones.fuse(model)
+    assert q.apply_int8_layout(model, 'auto') == [('model (RepNeXt)', 'single-branch')]
+    x = torch.from_numpy(calib[0])
+    with torch.no_grad():
+        for a, b in zip(model(x), measured(x)):
+            assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize('spec', ['RepGhostNet:0.5x', 'RepMobile:S'])
 def test_identity_split_is_exact(spec, toy_inputs):
     calib, evals = toy_inputs

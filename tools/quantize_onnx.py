@@ -152,6 +152,7 @@ def quantize_one(args) -> int:
         print(f'REFUSED: {err}', file=sys.stderr)
         return 2
     if not args.no_fuse:
+        q.prepare_int8_fusion(model, args.fused_layout)
         rep_backbones.fuse(model)
     try:
         q.assert_fused(model)

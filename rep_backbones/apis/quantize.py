@@ -706,6 +706,20 @@ INT8_LAYOUTS = {'RepMobile': 'identity-split', 'RepNeXt': 'single-branch'}
 LAYOUT_CHOICES = ('auto', 'default')
 
 
+def prepare_int8_fusion(model: nn.Module, layout: str = 'auto') -> None:
+    """Before fusing a training-form ``model`` for INT8 with ``layout='auto'``: RepNeXt backbones fuse
+    straight to level 2 (``single_branch``), with each block norm folded into the one 11x11 kernel -- the
+    ``single-branch`` layout the family table measured. (Fusing to level 1 first would fold the norm
+    forward into the channel mixer, the faster float layout, and :func:`apply_int8_layout` would then make
+    level 2 from that.) Fused backbones are left as they are."""
+    from ..models.repnext import RepNeXt
+    if layout != 'auto' or INT8_LAYOUTS.get('RepNeXt') != 'single-branch':
+        return
+    for _, backbone in find_rep_backbones(model):
+        if isinstance(backbone, RepNeXt) and not backbone.deploy:
+            backbone.single_branch = True
+
+
 @torch.no_grad()
 def apply_int8_layout(model: nn.Module, layout: str = 'auto') -> List[Tuple[str, str]]:
     """Put every (already fused) re-parameterizable backbone of ``model`` into the INT8-friendlier
