@@ -8,5 +8,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash tools/setup_env.sh
+# workers counted before OMP_NUM_THREADS is set: GNU nproc honours it (it would say 1)
+WORKERS="${PYTEST_WORKERS:-$(nproc)}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec .venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-$(nproc)}" --dist loadfile "$@" tests
+exec .venv/bin/python -m pytest -q -n "$WORKERS" --dist loadfile "$@" tests
