@@ -74,6 +74,30 @@ def relative_error(reference: nn.Module, other: nn.Module, x: Tensor) -> float:
     return max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(ref, out))
 
 
+LAYOUT_HEADER = ('| backbone | format | layout | ms | / shipped | max rel. diff to train |\n'
+                 '|---|---|---|---|---|---|')
+
+
+def layout_rows(spec: str, train: nn.Module, layouts: Dict[str, nn.Module], x: Tensor, rounds: int) -> None:
+    """One table row per layout and memory format, timed against the first (shipped) layout."""
+    for fmt_name, fmt in (('nchw', torch.contiguous_format), ('channels_last', torch.channels_last)):
+        placed = {name: copy.deepcopy(m).to(memory_format=fmt) for name, m in layouts.items()}
+        ms = timed({name: (lambda m=m: m(x)) for name, m in placed.items()}, rounds)
+        base = ms[next(iter(ms))]
+        for name, model in placed.items():
+            print(f'| {spec} | {fmt_name} | {name} | {ms[name]:.1f} | {ms[name] / base:.2f} | '
+                  f'{relative_error(train, model, x):.1e} |')
+
+
+def _reclassed(model: nn.Module, selects: Callable[[nn.Module], bool], cls: type) -> nn.Module:
+    """A deep copy of ``model`` whose selected modules run ``cls``'s forward (same parameters)."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if selects(module):
+            module.__class__ = cls
+    return model
+
+
 def op_split(model: nn.Module, x: Tensor, calls: int = 3) -> Dict[str, float]:
     """Self CPU time per call (ms) of convolution ops, BatchNorm ops and everything else."""
     from torch.profiler import ProfilerActivity, profile
@@ -158,8 +182,7 @@ def _replace_mixers(model: nn.Module, wrap) -> nn.Module:
 
 def repnext_layouts(args, x: Tensor) -> None:
     print('\n## RepNeXt token-mixer layouts (fused, exact)\n')
-    print('| backbone | format | layout | ms | / shipped | max rel. diff to train |')
-    print('|---|---|---|---|---|---|')
+    print(LAYOUT_HEADER)
     for spec in args.repnext:
         train = training_form(spec, args.shape)
         shipped = rep_backbones.fuse(copy.deepcopy(train))
@@ -174,13 +197,7 @@ def repnext_layouts(args, x: Tensor) -> None:
             'chunk outputs written into one tensor (no concat)': _replace_mixers(shipped, SliceWrites),
             'upstream-style fused (reference, BN kept)': upstream_fused(train),
         }
-        for fmt_name, fmt in (('nchw', torch.contiguous_format), ('channels_last', torch.channels_last)):
-            placed = {name: copy.deepcopy(m).to(memory_format=fmt) for name, m in layouts.items()}
-            ms = timed({name: (lambda m=m: m(x)) for name, m in placed.items()}, args.rounds)
-            base = ms[next(iter(ms))]
-            for name, model in placed.items():
-                print(f'| {spec} | {fmt_name} | {name} | {ms[name]:.1f} | {ms[name] / base:.2f} | '
-                      f'{relative_error(train, model, x):.1e} |')
+        layout_rows(spec, train, layouts, x, args.rounds)
 
 
 class PointwiseMatmul(nn.Conv2d):
@@ -193,12 +210,8 @@ class PointwiseMatmul(nn.Conv2d):
 
 
 def _pointwise_as_matmul(model: nn.Module) -> nn.Module:
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if (type(module) is nn.Conv2d and module.kernel_size == (1, 1) and module.stride == (1, 1)
-                and module.groups == 1 and module.padding == (0, 0)):
-            module.__class__ = PointwiseMatmul
-    return model
+    return _reclassed(model, lambda m: (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.stride == (1, 1)
+                                        and m.groups == 1 and m.padding == (0, 0)), PointwiseMatmul)
 
 
 def pointwise(args, x: Tensor) -> None:
@@ -225,17 +238,12 @@ class _DenseCorrection(BorderCorrectedConv2d):
 
 
 def _swap_border_convs(model: nn.Module, cls) -> nn.Module:
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, BorderCorrectedConv2d):
-            module.__class__ = cls
-    return model
+    return _reclassed(model, lambda m: isinstance(m, BorderCorrectedConv2d), cls)
 
 
 def repmobile_layouts(args, x: Tensor) -> None:
     print('\n## RepMobile border correction (fused)\n')
-    print('| backbone | format | layout | ms | / shipped | max rel. diff to train |')
-    print('|---|---|---|---|---|---|')
+    print(LAYOUT_HEADER)
     for spec in args.repmobile:
         train = training_form(spec, args.shape)
         shipped = rep_backbones.fuse(copy.deepcopy(train))
@@ -244,13 +252,7 @@ def repmobile_layouts(args, x: Tensor) -> None:
             'dense deficit map (the ONNX path)': _swap_border_convs(shipped, _DenseCorrection),
             'no correction (NOT exact: its cost)': _swap_border_convs(shipped, _NoCorrection),
         }
-        for fmt_name, fmt in (('nchw', torch.contiguous_format), ('channels_last', torch.channels_last)):
-            placed = {name: copy.deepcopy(m).to(memory_format=fmt) for name, m in layouts.items()}
-            ms = timed({name: (lambda m=m: m(x)) for name, m in placed.items()}, args.rounds)
-            base = ms[next(iter(ms))]
-            for name, model in placed.items():
-                print(f'| {spec} | {fmt_name} | {name} | {ms[name]:.1f} | {ms[name] / base:.2f} | '
-                      f'{relative_error(train, model, x):.1e} |')
+        layout_rows(spec, train, layouts, x, args.rounds)
 
 
 def main():
