@@ -317,13 +317,23 @@ class BorderCorrectedConv2d(nn.Conv2d):
         out = self._conv_forward(x, self.weight, self.bias)    # nn.Conv2d.forward (TorchScript has no super())
         if self.padding[0] == 0 and self.padding[1] == 0:
             return out
-        if not torch.jit.is_scripting():    # resolved when compiling: TorchScript keeps the strip updates
+        if not torch.jit.is_scripting():    # resolved when compiling: TorchScript builds the strips each call
             if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
                 return out - self.deficit_map(x)
-        rows = _border_runs(x.shape[-2], out.shape[-2], self.kernel_size[0], self.stride[0], self.padding[0],
-                            self.dilation[0])
-        cols = _border_runs(x.shape[-1], out.shape[-1], self.kernel_size[1], self.stride[1], self.padding[1],
-                            self.dilation[1])
+            regions, deficit = self._cached_border_strips(x, out)
+        else:
+            regions, deficit = self.border_strips(x.shape[-2], x.shape[-1], out.shape[-2], out.shape[-1], out.dtype)
+        for r in range(len(regions)):
+            r0, r1, c0, c1 = regions[r]
+            out[:, :, r0:r1, c0:c1] -= deficit[r].reshape(-1, 1, 1)
+        return out
+
+    def border_strips(self, h_in: int, w_in: int, h_out: int, w_out: int,
+                      dtype: torch.dtype) -> Tuple[List[Tuple[int, int, int, int]], Tensor]:
+        """The correction as ``(regions, deficit)``: output regions ``(r0, r1, c0, c1)`` whose windows
+        overlap the padding, and ``deficit`` ``[R, C_out]``, the taps on padding summed for each region."""
+        rows = _border_runs(h_in, h_out, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0])
+        cols = _border_runs(w_in, w_out, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1])
         ones_h, ones_w = [True] * self.kernel_size[0], [True] * self.kernel_size[1]
         regions: List[Tuple[int, int, int, int]] = []
         masks: List[List[List[float]]] = []
@@ -335,15 +345,27 @@ class BorderCorrectedConv2d(nn.Conv2d):
                 mc = ones_w if col_mask is None else col_mask
                 regions.append((r0, r1, c0, c1))
                 masks.append([[1.0 if a and b else 0.0 for b in mc] for a in mr])
+        taps = self.border_taps.to(dtype)
         if len(regions) == 0:
-            return out
-        taps = self.border_taps.to(out.dtype)
+            return regions, taps.new_zeros((0, taps.shape[0]))
         inside = torch.tensor(masks, dtype=taps.dtype, device=taps.device)        # [R, kh, kw]
-        deficit = taps.sum(dim=(1, 2)) - torch.einsum('cuv,ruv->rc', taps, inside)  # [R, C_out]
-        for r in range(len(regions)):
-            r0, r1, c0, c1 = regions[r]
-            out[:, :, r0:r1, c0:c1] -= deficit[r].reshape(-1, 1, 1)
-        return out
+        return regions, taps.sum(dim=(1, 2)) - torch.einsum('cuv,ruv->rc', taps, inside)  # [R, C_out]
+
+    @torch.jit.unused
+    def _cached_border_strips(self, x: Tensor, out: Tensor) -> Tuple[List[Tuple[int, int, int, int]], Tensor]:
+        """:meth:`border_strips`, kept per input size (eager only). Building them is Python work of the
+        order of the strip updates themselves, the same for every call at one size; a detector sees a few
+        sizes. The key holds ``border_taps``' version counter and storage, so that a changed or moved buffer
+        (``load_state_dict``, ``copy_``, ``.to()``) is never served stale values; at most 16 sizes are kept."""
+        taps = self.border_taps
+        key = (x.shape[-2], x.shape[-1], out.dtype, out.device, taps._version, taps.data_ptr())
+        cache = self.__dict__.setdefault('_border_strip_cache', {})
+        if key not in cache:
+            if len(cache) >= 16:
+                cache.clear()
+            with torch.inference_mode(False), torch.no_grad():   # plain tensors, usable outside inference mode
+                cache[key] = self.border_strips(x.shape[-2], x.shape[-1], out.shape[-2], out.shape[-1], out.dtype)
+        return cache[key]
 
     def deficit_map(self, x: Tensor) -> Tensor:
         """The whole correction as one tensor ``[1, C_out, H_out, W_out]``: the taps of every padded

@@ -185,6 +185,9 @@ def test_training_table(restore_threads):
                                                                             'timm repghostnet_050')]
     assert ours['params'] == timm_form['params']          # the same blocks: same parameter count
     assert timm_form['speedup_vs_train'] == pytest.approx(ours['median_ms'] / timm_form['median_ms'])
+    repeat = rows[('RepGhostNet:0.5x classifier', 'train, repeated')]     # the noise-floor control
+    assert repeat['params'] == ours['params']
+    assert repeat['speedup_vs_train'] == pytest.approx(ours['median_ms'] / repeat['median_ms'])
 
 
 def test_peak_memory_probe_grows_with_input():
@@ -222,3 +225,27 @@ def test_bad_settings_are_named(tmp_path):
         benchmark_tool.main(['--backbone', 'NoSuchNet:1', *TINY, '--out-dir', str(tmp_path)])
     with pytest.raises(FileNotFoundError, match='no_such_config.py'):
         benchmark_tool.main(['--configs', 'no_such_config.py', *TINY, '--out-dir', str(tmp_path)])
+
+
+def test_classifier_pairs_option(tmp_path, monkeypatch, capsys):
+    """``--classifiers-only`` times no detector; ``--classifier-pairs`` picks the pairs; both refused without
+    ``--train-memory``, and a pair without ``=`` is named."""
+    seen = {}
+
+    def fake_training(configs, settings, memory, classifier_pairs):
+        seen.update(configs=list(configs), pairs=list(classifier_pairs))
+        return dict(kind='training', results=[])
+    monkeypatch.setattr(benchmark_tool.bm, 'benchmark_training', fake_training)
+    monkeypatch.setattr(benchmark_tool, 'plot', lambda result, path: None)
+    monkeypatch.setattr(benchmark_tool, 'markdown', lambda result: '')
+    benchmark_tool.main(['--train-memory', '--classifiers-only', '--classifier-pairs',
+                         'RepGhostNet:1.3x=repghostnet_130', *TINY, '--out-dir', str(tmp_path)])
+    assert seen == dict(configs=[], pairs=[('RepGhostNet:1.3x', 'repghostnet_130')])
+    benchmark_tool.main(['--train-memory', *TINY, '--out-dir', str(tmp_path)])
+    assert seen['configs'] == list(benchmark_tool.DEFAULT_TRAIN_CONFIGS)
+    assert seen['pairs'] == list(benchmark_tool.bm.UPSTREAM_TRAIN_PAIRS)
+    for argv, message in ((['--backbone', 'RepGhostNet:0.5x', '--classifiers-only'], 'go with --train-memory'),
+                          (['--train-memory', '--classifier-pairs', 'RepGhostNet:1.3x'], 'expected OURS=TIMM')):
+        with pytest.raises(SystemExit) as exit_info:
+            benchmark_tool.parse_args(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

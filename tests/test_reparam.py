@@ -234,3 +234,39 @@ def test_border_corrected_conv_traced_path_equals_eager(stride, size):
         graph = nn.Conv2d.forward(fused, x) - fused.deficit_map(x)
         traced = torch.jit.trace(fused, x)(x)
     assert torch.allclose(eager, graph, atol=1e-5) and torch.allclose(eager, traced, atol=1e-5)
+
+
+def test_border_strips_cached_per_size_never_stale():
+    """The strips are cached per input size: sizes in any order, repeated, and in inference mode give the
+    rebuilt-every-call result; new taps (``load_state_dict``, in-place ``copy_``) and a new dtype are never
+    served from the cache."""
+    conv = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=True)
+    fused = reparam.make_border_corrected_conv(conv, conv.weight.detach(), conv.bias.detach(),
+                                               torch.randn(4, 3, 3)).eval()
+
+    def rebuilt(module, x):   # the correction built for this call alone
+        out = nn.Conv2d.forward(module, x)
+        return out - module.deficit_map(x)
+    sizes = [(13, 11), (6, 9), (13, 11), (1, 2), (6, 9)]
+    with torch.no_grad():
+        for size in sizes:
+            x = torch.randn(1, 4, *size)
+            assert torch.allclose(fused(x), rebuilt(fused, x), atol=1e-5), size
+    assert len(fused._border_strip_cache) == 3
+    with torch.inference_mode():
+        x = torch.randn(1, 4, 13, 11)
+        expected = rebuilt(fused, x)
+        assert torch.allclose(fused(x), expected, atol=1e-5)
+    y = x.clone().requires_grad_()         # cached strips (built in inference mode) under autograd
+    fused(y).sum().backward()
+    assert y.grad is not None
+    other = {k: v.clone() for k, v in fused.state_dict().items()}
+    other['border_taps'] = torch.randn(4, 3, 3) * 5
+    fused.load_state_dict(other)
+    x = torch.randn(1, 4, 13, 11)
+    with torch.no_grad():
+        assert torch.allclose(fused(x), rebuilt(fused, x), atol=1e-4)
+        fused.border_taps.copy_(torch.randn(4, 3, 3))
+        assert torch.allclose(fused(x), rebuilt(fused, x), atol=1e-4)
+        double = fused.double()
+        assert torch.allclose(double(x.double()), rebuilt(double, x.double()), atol=1e-9)

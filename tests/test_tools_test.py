@@ -103,3 +103,27 @@ def test_out_must_be_pickle(tmp_path):
     proc = subprocess.run([sys.executable, 'tools/test.py', str(DET_CFG), 'x.pth', '--out', 'pred.json'], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and '--out pred.json: the predictions file must end with .pkl' in proc.stderr
+
+
+def test_prediction_dump_is_atomic(tmp_path, monkeypatch):
+    """``--out``'s dump metric writes through a temporary file: a dump that fails half-way leaves the previous
+    file as it was and nothing else; a dump that succeeds writes the results as mmengine's own would."""
+    import mmengine.fileio
+    from mmengine.evaluator import DumpResults
+
+    from rep_backbones.mm.runner_utils import atomic_dump_metric
+    out = tmp_path / 'pred.pkl'
+    out.write_bytes(pickle.dumps(['previous']))
+    metric_class = atomic_dump_metric(DumpResults)
+    assert metric_class.__name__ == 'AtomicDumpResults' and issubclass(metric_class, DumpResults)
+    assert metric_class(out_file_path=str(out)).compute_metrics([{'a': 1}]) == {}
+    assert pickle.loads(out.read_bytes()) == [{'a': 1}]
+
+    def dump_half_then_fail(obj, file, file_format=None):
+        Path(file).write_bytes(pickle.dumps(obj)[:5])
+        raise OSError('disk full')
+    monkeypatch.setattr(mmengine.fileio, 'dump', dump_half_then_fail)
+    with pytest.raises(OSError, match='disk full'):
+        atomic_dump_metric(DumpResults)(out_file_path=str(out)).compute_metrics([{'b': 2}])
+    assert pickle.loads(out.read_bytes()) == [{'a': 1}]
+    assert [p.name for p in tmp_path.iterdir()] == ['pred.pkl']

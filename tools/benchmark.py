@@ -9,6 +9,9 @@ onnxruntime, for backbones and whole detectors / segmentors.
         configs/fpn_repghost_1_0x_ade20k_40k.py --memory
     # training cost: step time and peak memory with / without with_cp, ours vs timm's classifiers
     python tools/benchmark.py --train-memory --shape 320 320 --batch 2
+    # only our classifiers against timm's ports of the official ones, longer
+    python tools/benchmark.py --train-memory --classifiers-only --classifier-pairs RepGhostNet:1.3x=repghostnet_130 \\
+        --rounds 9
 
 Forms. Backbones (``--variants``): ``train`` = training structure in eval mode; ``upstream`` = the
 family's official converter imitated (``rep_backbones/apis/upstream_forms.py``; RepGhostNet and
@@ -40,7 +43,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from rep_backbones.apis import benchmark as bm
 from rep_backbones.apis.atomic import atomic_write, write_json
@@ -136,6 +139,15 @@ def plot(result: dict, path) -> None:
 
 
 # -- CLI ---------------------------------------------------------------------------------------
+def classifier_pair(text: str) -> Tuple[str, str]:
+    """``'RepGhostNet:1.3x=repghostnet_130'`` -> ``('RepGhostNet:1.3x', 'repghostnet_130')``."""
+    ours, sep, theirs = text.partition('=')
+    if not (sep and ours and theirs):
+        raise argparse.ArgumentTypeError(f'classifier pair {text!r}: expected OURS=TIMM, e.g. '
+                                         'RepGhostNet:1.3x=repghostnet_130')
+    return ours, theirs
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -144,6 +156,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     what.add_argument('--configs', nargs='+', metavar='CONFIG', help='mmdet / mmseg configs (whole models)')
     what.add_argument('--train-memory', nargs='*', metavar='CONFIG',
                       help='training cost of these detector configs (default: one RetinaNet per family)')
+    parser.add_argument('--classifiers-only', action='store_true',
+                        help='with --train-memory: time only the classifier pairs, no detector')
+    parser.add_argument('--classifier-pairs', nargs='+', metavar='OURS=TIMM', type=classifier_pair,
+                        default=list(bm.UPSTREAM_TRAIN_PAIRS),
+                        help='with --train-memory: our classifier and the timm model it is timed against '
+                             '(default: ' + ' '.join('='.join(p) for p in bm.UPSTREAM_TRAIN_PAIRS) + ')')
     parser.add_argument('--variants', nargs='+', choices=bm.BACKBONE_VARIANTS, default=list(bm.BACKBONE_VARIANTS))
     parser.add_argument('--memory-format', nargs='+', choices=list(bm.MEMORY_FORMATS), default=None,
                         help='default: nchw channels_last for --backbone, nchw for --configs')
@@ -163,7 +181,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='also time torch.compile(fused, mode=MODE) (meant for CUDA)')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--name', default='benchmark', help='file stem of the JSON / PNG written')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.train_memory is None and (args.classifiers_only
+                                      or args.classifier_pairs != list(bm.UPSTREAM_TRAIN_PAIRS)):
+        parser.error('--classifiers-only and --classifier-pairs go with --train-memory')
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -182,7 +204,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             result = bm.benchmark_models(args.configs, settings, args.forms, args.modes,
                                          args.memory_format or ('nchw',), args.memory, args.checkpoint)
         else:
-            result = bm.benchmark_training(args.train_memory or DEFAULT_TRAIN_CONFIGS, settings, memory=True)
+            configs = () if args.classifiers_only else (args.train_memory or DEFAULT_TRAIN_CONFIGS)
+            result = bm.benchmark_training(configs, settings, memory=True, classifier_pairs=args.classifier_pairs)
     result['command'] = 'python tools/benchmark.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out_dir)
     write_json(result, out / f'{args.name}.json')

@@ -2,18 +2,21 @@
 """Export a whole detector / segmentor with mmdeploy (post-processing included) and check it in onnxruntime.
 
     python tools/deploy_mmdeploy.py DEPLOY_CFG MODEL_CFG CHECKPOINT IMG [IMG ...] --work-dir DIR
-        [--cfg-options KEY=VALUE ...] [--device cpu] [--no-check] [--top-k 50]
+        [--cfg-options KEY=VALUE ...] [--device cpu] [--no-check] [--top-k 50] [--as-mmdeploy]
 
 DEPLOY_CFG is an mmdeploy deploy config (``configs/mmdeploy/*``); MODEL_CFG / CHECKPOINT are either the deploy
 form and a fused checkpoint (``configs/deploy/*_deploy.py`` + ``tools/fuse_checkpoint.py`` output) or the
 training config and checkpoint (mmdeploy then calls ``backbone.switch_to_deploy()`` after loading). The first
 IMG traces the graph; ``DIR/end2end.onnx`` is written. Unless ``--no-check``, every IMG is then predicted by
 the PyTorch model and by mmdeploy's onnxruntime ``End2EndModel`` and the differences are printed (see
-``rep_backbones.apis.mmdeploy_compat.compare_predictions``). The export runs through
+``rep_backbones.apis.mmdeploy_compat.compare_predictions``); ``--as-mmdeploy`` makes the PyTorch side of a
+two-stage detector post-process as mmdeploy's graph does (``mmdet_postprocessing_as_mmdeploy``), so that
+what remains is the graph's own error. The export runs through
 ``rep_backbones.apis.mmdeploy_compat`` (mmdeploy 1.3.1 on torch 2.14) and uses the test dataloader's pipeline
 (the one ``tools/test.py`` evaluates with). Details and known differences: docs/deploy.md.
 """
 import argparse
+import contextlib
 import copy
 import os
 import sys
@@ -38,6 +41,9 @@ def main():
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--no-check', action='store_true', help='only export')
     parser.add_argument('--top-k', type=int, default=50, help='detections compared per image and side')
+    parser.add_argument('--as-mmdeploy', action='store_true',
+                        help="two-stage detectors: PyTorch post-processes as mmdeploy's graph does "
+                             '(docs/deploy.md, Mask R-CNN)')
     args = parser.parse_args()
     for path in [args.deploy_cfg, args.model_cfg, args.checkpoint, *args.images]:
         if not os.path.isfile(path):
@@ -51,10 +57,13 @@ def main():
         return
     processor, pytorch_model, backend_model = mmdeploy_compat.build_models(
         args.deploy_cfg, model_cfg, args.checkpoint, [onnx_file], args.device)
+    reference_context = (mmdeploy_compat.mmdet_postprocessing_as_mmdeploy if args.as_mmdeploy
+                         else contextlib.nullcontext)
     for image in args.images:
         data, _ = processor.create_input(image)
         with torch.no_grad():
-            ref = pytorch_model.test_step(copy.deepcopy(data))[0]
+            with reference_context():
+                ref = pytorch_model.test_step(copy.deepcopy(data))[0]
             got = backend_model.test_step(copy.deepcopy(data))[0]
         diff = mmdeploy_compat.compare_predictions(ref, got, top_k=args.top_k)
         print(f'{image}: ' + ', '.join(f'{k}={v:.6g}' for k, v in diff.items()))

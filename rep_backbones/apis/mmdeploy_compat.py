@@ -117,6 +117,10 @@ def mmdet_postprocessing_as_mmdeploy() -> Iterator[None]:
        and no ``min_bbox_size`` filter (mmdet drops proposals of zero width or height).
     2. R-CNN box head (``BBoxHead._predict_by_feat_single``, class-specific regression): every class of a RoI
        gets the box regressed for the RoI's highest-scoring class (mmdet: each class its own box).
+    3. RPN: when fewer than ``max_per_img`` proposals survive NMS, one all-zero proposal (box ``[0, 0, 0, 0]``,
+       score 0) follows them: mmdeploy's ``select_nms_index`` appends that row to every NMS result (so that no
+       tensor is empty) and its top-k then keeps it. The RoI head scores it like any RoI, so the graph can
+       output a zero-size detection at ``[0, 0, 0, 0]`` (docs/deploy.md).
 
     Subclasses that override these methods (SABL, cascade RPN stages, ...) are not changed.
     """
@@ -124,6 +128,7 @@ def mmdet_postprocessing_as_mmdeploy() -> Iterator[None]:
 
     import torch.nn.functional as F
     from mmdet.models.dense_heads.rpn_head import RPNHead
+    from mmengine.structures import InstanceData
     from mmdet.models.roi_heads.bbox_heads.bbox_head import BBoxHead
 
     rpn_post, bbox_single = RPNHead.__dict__['_bbox_post_process'], BBoxHead.__dict__['_predict_by_feat_single']
@@ -132,7 +137,11 @@ def mmdet_postprocessing_as_mmdeploy() -> Iterator[None]:
         results.level_ids = torch.zeros_like(results.level_ids)   # batched_nms: one group = one NMS
         cfg = copy.deepcopy(cfg)
         cfg.min_bbox_size = -1                                     # < 0: mmdet skips the size filter
-        return rpn_post(self, results, cfg, rescale, with_nms, img_meta)
+        proposals = rpn_post(self, results, cfg, rescale, with_nms, img_meta)
+        if with_nms and len(proposals) < cfg.max_per_img:        # rule 3: the all-zero row mmdeploy appends
+            pad = InstanceData(**{key: value.new_zeros((1,) + value.shape[1:]) for key, value in proposals.items()})
+            proposals = InstanceData.cat([proposals, pad])
+        return proposals
 
     def bbox_single_top_class_box(self, roi, cls_score, bbox_pred, img_meta, rescale=False, rcnn_test_cfg=None):
         if bbox_pred is not None and cls_score is not None and not self.reg_class_agnostic and len(roi):
@@ -199,9 +208,11 @@ def compare_predictions(reference, other, top_k: Optional[int] = None) -> Dict[s
     Detection: the ``top_k`` highest-scoring detections of each side (all when ``None``) are matched
     greedily, best score first, to the nearest same-label detection of the other side.
     Returns ``num_reference``, ``num_other``, ``unmatched`` (detections of either side's top-k without a
-    partner within 1 pixel or at IoU >= 0.5), ``max_box_diff`` (pixels, original image), ``max_score_diff``, ``min_box_iou``
-    and, with masks, ``min_mask_iou`` (binary masks, an empty pair counts as 1). Segmentation:
-    ``pixel_agreement`` (fraction of equal labels) and ``num_pixels``.
+    partner within 1 pixel or at IoU >= 0.5), ``max_box_diff`` (pixels, original image), ``max_score_diff``, ``min_box_iou``,
+    ``zero_area`` (the reference's matched detections whose box and partner's box have no area) and, with masks, ``min_mask_iou`` (binary masks,
+    an empty pair counts as 1; zero-area pairs are left out: pasting a mask into a box of no area divides by
+    zero, mmdet then pastes one pixel and mmdeploy the whole image). Segmentation: ``pixel_agreement``
+    (fraction of equal labels) and ``num_pixels``.
     """
     if 'pred_sem_seg' in reference:
         a, b = reference.pred_sem_seg.data, other.pred_sem_seg.data
@@ -210,20 +221,27 @@ def compare_predictions(reference, other, top_k: Optional[int] = None) -> Dict[s
         return dict(pixel_agreement=float((a == b).float().mean()), num_pixels=a.numel())
     ref, oth = reference.pred_instances, other.pred_instances
     out = dict(num_reference=len(ref), num_other=len(oth), unmatched=0, max_box_diff=0.0, max_score_diff=0.0,
-               min_box_iou=1.0)
+               min_box_iou=1.0, zero_area=0)
     if 'masks' in ref:
         out['min_mask_iou'] = 1.0
-    for first, second in ((ref, oth), (oth, ref)):
+    for side, (first, second) in enumerate(((ref, oth), (oth, ref))):
         for i, j in _greedy_match(first, second, top_k):
             if j is None:
                 out['unmatched'] += 1
                 continue
             out['max_box_diff'] = max(out['max_box_diff'], float((first.bboxes[i] - second.bboxes[j]).abs().max()))
             out['max_score_diff'] = max(out['max_score_diff'], float((first.scores[i] - second.scores[j]).abs()))
+            if _area(first.bboxes[i]) <= 0 and _area(second.bboxes[j]) <= 0:
+                out['zero_area'] += int(side == 0)   # counted once per pair, from the reference's side
+                continue
             out['min_box_iou'] = min(out['min_box_iou'], float(_iou(first.bboxes[i:i + 1], second.bboxes[j:j + 1])))
             if 'min_mask_iou' in out:
                 out['min_mask_iou'] = min(out['min_mask_iou'], _mask_iou(first.masks[i], second.masks[j]))
     return out
+
+
+def _area(box: torch.Tensor) -> float:
+    return float((box[2] - box[0]).clamp(min=0) * (box[3] - box[1]).clamp(min=0))
 
 
 def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

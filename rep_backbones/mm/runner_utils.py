@@ -109,9 +109,27 @@ def draw_test_predictions(cfg: Config, show_dir: str) -> None:
 def add_prediction_dump(runner, path: str) -> None:
     """Append the dump metric of mmdet's / mmseg's ``tools/test.py --out``: mmdet's
     ``DumpDetResults`` (ground truth dropped, masks as RLE) for mmdet configs, mmengine's
-    ``DumpResults`` otherwise; the ``.pkl`` is written by rank 0 when the test ends."""
+    ``DumpResults`` otherwise; the ``.pkl`` is written by rank 0 when the test ends, atomically
+    (a run killed while writing leaves the previous file, never half of one)."""
     if runner.cfg.get('default_scope') == 'mmdet':
         from mmdet.evaluation import DumpDetResults as Dump
     else:
         from mmengine.evaluator import DumpResults as Dump
-    runner.test_evaluator.metrics.append(Dump(out_file_path=path))
+    runner.test_evaluator.metrics.append(atomic_dump_metric(Dump)(out_file_path=path))
+
+
+def atomic_dump_metric(dump_class):
+    """``dump_class`` (a ``DumpResults``) with ``compute_metrics`` writing through :func:`atomic_write`."""
+    from mmengine.fileio import dump
+    from mmengine.logging import print_log
+
+    from rep_backbones.apis.atomic import atomic_write
+
+    class AtomicDump(dump_class):
+        def compute_metrics(self, results: list) -> dict:
+            with atomic_write(self.out_file_path) as tmp:
+                dump(results, tmp, file_format='pkl')
+            print_log(f'Results has been saved to {self.out_file_path}.', logger='current')
+            return {}
+    AtomicDump.__name__ = AtomicDump.__qualname__ = f'Atomic{dump_class.__name__}'
+    return AtomicDump

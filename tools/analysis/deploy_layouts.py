@@ -15,7 +15,8 @@ interleaved rounds in one process, medians):
 * ``pointwise`` -- every 1x1 conv (stride 1, groups 1) of the shipped deploy form computed as a matmul
   over the channels of the channels-last tensor (``[N*H*W, C] @ W^T``: no layout change, no copy)
   instead of by the convolution kernel.
-* ``repmobile`` -- RepMobile's border correction: in-place strips (shipped) vs the dense deficit map
+* ``repmobile`` -- RepMobile's border correction: in-place strips cached per input size (shipped) vs the
+  same strips rebuilt on every call vs the dense deficit map
   (the tracing path), against the conv without any correction (not exact: the cost of the correction).
 
 Every layout is checked against the training form before it is timed (``max |diff|`` / max |output|).
@@ -237,6 +238,16 @@ class _DenseCorrection(BorderCorrectedConv2d):
         return nn.Conv2d.forward(self, x) - self.deficit_map(x)
 
 
+class _StripsEveryCall(BorderCorrectedConv2d):
+    """The strips as shipped before they were cached per input size: rebuilt on every call."""
+    def forward(self, x: Tensor) -> Tensor:
+        out = nn.Conv2d.forward(self, x)
+        regions, deficit = self.border_strips(x.shape[-2], x.shape[-1], out.shape[-2], out.shape[-1], out.dtype)
+        for (r0, r1, c0, c1), region_deficit in zip(regions, deficit):
+            out[:, :, r0:r1, c0:c1] -= region_deficit.reshape(-1, 1, 1)
+        return out
+
+
 def _swap_border_convs(model: nn.Module, cls) -> nn.Module:
     return _reclassed(model, lambda m: isinstance(m, BorderCorrectedConv2d), cls)
 
@@ -248,7 +259,8 @@ def repmobile_layouts(args, x: Tensor) -> None:
         train = training_form(spec, args.shape)
         shipped = rep_backbones.fuse(copy.deepcopy(train))
         layouts = {
-            'shipped: in-place border strips': shipped,
+            'shipped: in-place border strips, cached per input size': shipped,
+            'in-place border strips rebuilt every call': _swap_border_convs(shipped, _StripsEveryCall),
             'dense deficit map (the ONNX path)': _swap_border_convs(shipped, _DenseCorrection),
             'no correction (NOT exact: its cost)': _swap_border_convs(shipped, _NoCorrection),
         }
