@@ -249,3 +249,32 @@ def test_classifier_pairs_option(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit) as exit_info:
             benchmark_tool.parse_args(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_deploy_layouts_tool_tables():
+    """``tools/analysis/deploy_layouts.py`` on a small odd input: every section prints its table; every layout it
+    times as exact equals the training form, and the one it labels NOT exact (RepMobile without the border
+    correction) is measurably off, so the check it prints can tell the two apart."""
+    import subprocess
+    import sys
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'analysis', 'deploy_layouts.py'), '--shape', '33', '47',
+         '--rounds', '1', '--threads', '1', '--headroom', 'RepGhostNetV2:S', '--repnext', 'RepNeXt:M0'],
+        capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [[c.strip() for c in line.strip('|').split('|')] for line in proc.stdout.splitlines()
+            if line.startswith('| ') and not line.startswith('| backbone')]
+    headroom = [r for r in rows if r[0] == 'RepGhostNetV2:S' and len(r) == 10]
+    assert [r[1] for r in headroom] == ['nchw', 'channels_last']
+    for r in headroom:
+        shares = [float(v.rstrip('%')) for v in r[3:6]]
+        assert 98 <= sum(shares) <= 102 and shares[0] > 0, r      # conv + BN + other = the whole time
+        assert r[8].count('%') == 2, r                            # the fused form's conv / other split
+    layouts = [r for r in rows if len(r) == 6]
+    assert {r[0] for r in layouts} == {'RepNeXt:M0', 'RepMobile:S'}
+    for r in layouts:
+        error = float(r[5])
+        assert (error > 1e-2) if 'NOT exact' in r[2] else (error < 1e-3), r   # RepMobile's float32: ~3e-4
+    assert sum('NOT exact' in r[2] for r in layouts) == 2       # both memory formats
+    pointwise = [r for r in rows if len(r) == 5]
+    assert [r[0] for r in pointwise] == ['RepGhostNetV2:S'] and float(pointwise[0][4]) < 1e-3   # --headroom's list

@@ -260,6 +260,27 @@ def test_mmdeploy_rpn_pads_its_proposals_with_a_zero_box(exported):
     assert len(zero) == 1 and bool(got.masks[zero[0]].all()), 'the padding detection: whole-image mask'
 
 
+def test_deploy_tool_as_mmdeploy_matches_every_detection(exported, tmp_path, capsys):
+    """``tools/deploy_mmdeploy.py --as-mmdeploy`` (README, docs/deploy.md): exports the fused Mask R-CNN from
+    its config file and an image file, and reports every detection matched (the padding detection counted in
+    ``zero_area``)."""
+    import mmcv
+    _, fused, _, _, deploy_cfg = exported('mask_rcnn')
+    image = tmp_path / 'traced.png'
+    mmcv.imwrite(_traced_image('mask_rcnn'), str(image))
+    spec = importlib.util.spec_from_file_location('deploy_mmdeploy_tool', ROOT / 'tools' / 'deploy_mmdeploy.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main([deploy_cfg, str(ROOT / CASES['mask_rcnn'][0]), fused, str(image), '--work-dir', str(tmp_path / 'work'),
+               '--cfg-options', 'model.backbone.deploy=True', '--as-mmdeploy'])
+    out = capsys.readouterr().out
+    assert (tmp_path / 'work' / 'end2end.onnx').is_file()
+    report = dict(item.split('=') for item in out.strip().splitlines()[-1].split(': ', 1)[1].split(', '))
+    assert float(report['num_reference']) > 0 and float(report['unmatched']) == 0, out
+    assert float(report['max_box_diff']) <= BOX_TOL and float(report['min_mask_iou']) >= MASK_IOU_MIN, out
+    assert float(report['zero_area']) == 1, out
+
+
 def test_mmdeploy_box_head_gives_every_class_the_top_class_box():
     """The R-CNN half of the difference, on one RoI: class 0 scores highest, class 1 is above ``score_thr`` too,
     and each class has its own regression deltas. mmdet gives class 1 its own box; mmdeploy 1.3.1's rewrite of

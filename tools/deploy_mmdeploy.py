@@ -30,7 +30,7 @@ import rep_backbones  # noqa: E402,F401  (registers the backbones)
 from rep_backbones.apis import mmdeploy_compat  # noqa: E402
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('deploy_cfg')
     parser.add_argument('model_cfg')
@@ -44,7 +44,7 @@ def main():
     parser.add_argument('--as-mmdeploy', action='store_true',
                         help="two-stage detectors: PyTorch post-processes as mmdeploy's graph does "
                              '(docs/deploy.md, Mask R-CNN)')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for path in [args.deploy_cfg, args.model_cfg, args.checkpoint, *args.images]:
         if not os.path.isfile(path):
             parser.error(f'file not found: {path}')
