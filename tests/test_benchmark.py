@@ -119,7 +119,7 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
-def test_backbone_table_json(tmp_path, restore_threads):
+def test_backbone_table_json(tmp_path, restore_threads, capsys):
     rc = benchmark_tool.main(['--backbone', 'RepGhostNet:0.5x', 'MobileNetV4:S', *TINY,
                               '--out-dir', str(tmp_path), '--name', 'bb'])
     assert rc == 0
@@ -140,6 +140,12 @@ def test_backbone_table_json(tmp_path, restore_threads):
     assert rg['fused/upstream'] == pytest.approx(rows[('RepGhostNet:0.5x', 'fused', 'nchw')]['median_ms'] /
                                                  rows[('RepGhostNet:0.5x', 'upstream', 'nchw')]['median_ms'])
     assert rg['goal'].startswith('fused/upstream') and isinstance(rg['goal_met'], bool)
+    assert rg['fused/upstream (fastest)'] == pytest.approx(rows[('RepGhostNet:0.5x', 'fused', 'nchw')]['min_ms'] /
+                                                           rows[('RepGhostNet:0.5x', 'upstream', 'nchw')]['min_ms'])
+    assert isinstance(rg['goal_met_fastest'], bool)
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| RepGhostNet:0.5x | nchw')]
+    assert len(printed) == 1 and f"{rg['fused/upstream (fastest)']:.2f}x" in printed[0], printed
+    assert printed[0].rstrip(' |').endswith(('met; met', 'met; NOT met')), printed
     mn = summary[('MobileNetV4:S', 'channels_last')]
     assert 'fused/upstream' not in mn and mn['goal'].startswith('train/fused') and 'fused/train' in mn
     assert set(data['fuse_seconds']) == {'RepGhostNet:0.5x', 'MobileNetV4:S'}

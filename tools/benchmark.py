@@ -74,16 +74,19 @@ def markdown(result: dict) -> str:
     rows = result['results']
     if result['kind'] == 'backbones':
         variants = list(dict.fromkeys(r['variant'] for r in rows))
-        lines += ['| model | format | ' + ' | '.join(variants) + ' | fused/upstream | fused/train | ort/fused | goal |',
-                  '|---|---|' + '---|' * (len(variants) + 4)]
+        lines += ['| model | format | ' + ' | '.join(variants) + ' | fused/upstream | fused/train | ort/fused | '
+                  'fastest call: fused/upstream, fused/train | goal (median; fastest call) |',
+                  '|---|---|' + '---|' * (len(variants) + 5)]
         for e in result['summary']:
             cells = [_ms(next((r for r in rows if r['model'] == e['model'] and r['variant'] == v and
                                (r['memory_format'] == e['memory_format'] or v == 'ort')), None))
                      for v in variants]
-            goal = f"{e['goal']}: {'met' if e['goal_met'] else 'NOT met'}" if 'goal' in e else '–'
+            goal = (f"{e['goal']}: {'met' if e['goal_met'] else 'NOT met'}; "
+                    f"{'met' if e['goal_met_fastest'] else 'NOT met'}") if 'goal' in e else '–'
             lines.append(f"| {e['model']} | {e['memory_format']} | " + ' | '.join(cells) +
                          f" | {_ratio(e.get('fused/upstream'))} | {_ratio(e.get('fused/train'))} | "
-                         f"{_ratio(e.get('ort/fused'))} | {goal} |")
+                         f"{_ratio(e.get('ort/fused'))} | {_ratio(e.get('fused/upstream (fastest)'))}, "
+                         f"{_ratio(e.get('fused/train (fastest)'))} | {goal} |")
         lines += ['', '| model | time to fuse (s) |', '|---|---|']
         lines += [f'| {m} | {t:.3f} |' for m, t in result['fuse_seconds'].items()]
     else:
