@@ -320,7 +320,9 @@ class BorderCorrectedConv2d(nn.Conv2d):
         if not torch.jit.is_scripting():    # resolved when compiling: TorchScript builds the strips each call
             if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
                 return out - self.deficit_map(x)
-            if torch.compiler.is_compiling() or torch.compiler.is_exporting():   # fake tensors: nothing to cache
+            # not cached: fake tensors (compile / export) have no data, and a buffer made in inference mode
+            # has no version counter, so a change to it could not be seen
+            if torch.compiler.is_compiling() or torch.compiler.is_exporting() or self.border_taps.is_inference():
                 regions, deficit = self.border_strips(x.shape[-2], x.shape[-1], out.shape[-2], out.shape[-1],
                                                       out.dtype)
             else:
