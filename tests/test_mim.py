@@ -108,6 +108,12 @@ def test_mim_search_from_the_editable_install(tmp_path):
     mask_m3 = repnext['mask-rcnn_repnext-m3_fpn_1x_coco']
     assert set(mask_m3) == {'coco/box_ap', 'coco/mask_ap', 'weight'}
     assert mask_m3['coco/box_ap'] == models['mask-rcnn_repnext-m3_fpn_1x_coco'][1]['Results'][0]['Metrics']['box AP']
+    # the README's second filter: fields with a unit, asked for without it
+    sizes = _search('--model', 'repghostnet', '--field', 'backbone_params', 'backbone_flops', tmp_path=tmp_path)
+    one = sizes['retinanet_repghostnet-1.3x_fpn_1x_coco']
+    assert set(one) == {'backbone_params(M)', 'backbone_params_fused(M)', 'backbone_flops(G)'}, one
+    meta = models['retinanet_repghostnet-1.3x_fpn_1x_coco'][1]['Metadata']
+    assert one['backbone_params(M)'] == meta['Backbone Params (M)'] and one['backbone_flops(G)'] == meta['Backbone FLOPs (G)']
 
 
 @pytest.mark.skipif(not os.path.exists(MIM), reason='openmim not installed')
