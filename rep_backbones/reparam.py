@@ -320,13 +320,7 @@ class BorderCorrectedConv2d(nn.Conv2d):
         if not torch.jit.is_scripting():    # resolved when compiling: TorchScript builds the strips each call
             if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
                 return out - self.deficit_map(x)
-            # not cached: fake tensors (compile / export) have no data, and a buffer made in inference mode
-            # has no version counter, so a change to it could not be seen
-            if torch.compiler.is_compiling() or torch.compiler.is_exporting() or self.border_taps.is_inference():
-                regions, deficit = self.border_strips(x.shape[-2], x.shape[-1], out.shape[-2], out.shape[-1],
-                                                      out.dtype)
-            else:
-                regions, deficit = self._cached_border_strips(x, out)
+            regions, deficit = self._cached_border_strips(x, out)
         else:
             regions, deficit = self.border_strips(x.shape[-2], x.shape[-1], out.shape[-2], out.shape[-1], out.dtype)
         for r in range(len(regions)):
@@ -362,8 +356,12 @@ class BorderCorrectedConv2d(nn.Conv2d):
         """:meth:`border_strips`, kept per input size (eager only). Building them is Python work of the
         order of the strip updates themselves, the same for every call at one size; a detector sees a few
         sizes. The key holds ``border_taps``' version counter and storage, so that a changed or moved buffer
-        (``load_state_dict``, ``copy_``, ``.to()``) is never served stale values; at most 16 sizes are kept."""
+        (``load_state_dict``, ``copy_``, ``.to()``) is never served stale values; at most 16 sizes are kept.
+        Built afresh instead when caching cannot be sound: fake tensors (``torch.compile`` / ``torch.export``)
+        have no data, and taps made in inference mode have no version counter to show a change."""
         taps = self.border_taps
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting() or taps.is_inference():
+            return self.border_strips(x.shape[-2], x.shape[-1], out.shape[-2], out.shape[-1], out.dtype)
         key = (x.shape[-2], x.shape[-1], out.dtype, out.device, taps._version, taps.data_ptr())
         cache = self.__dict__.setdefault('_border_strip_cache', {})
         if key not in cache:
