@@ -371,6 +371,23 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefix: Optional[str]
     return out
 
 
+# Checkpoint layouts of other model families that users are pointed to by mistake: a key that only
+# that layout has -> what the file is. RepMobile's README links RepViT's detection and segmentation
+# files (repvit_m1_1_coco.pth, repvit_m1_5_coco.pth, repvit_m1_1_ade20k.pth) as its own.
+FOREIGN_LAYOUTS = {
+    'features.0.0.c.weight': "a RepViT model in RepViT's official layout (features.<i>.*.c / .bn keys), such as "
+                             "the COCO / ADE20K files repvit_m1_1_coco.pth, repvit_m1_5_coco.pth and "
+                             "repvit_m1_1_ade20k.pth that the RepMobile README links. It is not a RepMobile "
+                             "model, and this package has no converter from RepViT's official layout to "
+                             "timm's (the RepViT comparator configs use timm's RepViT)",
+}
+
+
+def foreign_layout(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """What a state dict is when it has the layout of another family (:data:`FOREIGN_LAYOUTS`)."""
+    return next((what for key, what in FOREIGN_LAYOUTS.items() if key in state_dict), None)
+
+
 @dataclass
 class LoadReport:
     """What happened when a checkpoint was loaded into a backbone."""
@@ -386,15 +403,16 @@ class LoadReport:
         where = f"['{self.wrapper_key}']" if self.wrapper_key else ''
         lines = [f'loaded {len(self.loaded)} tensors from {self.source}{where}']
         if self.ignored:
-            lines.append(f'ignored {len(self.ignored)} head keys: {_abbrev(self.ignored)}')
+            lines.append(f'ignored {len(self.ignored)} head keys: {abbreviate(self.ignored)}')
         for name in ('missing', 'unexpected', 'mismatched'):
             keys = getattr(self, name)
             if keys:
-                lines.append(f'{name} {len(keys)} keys: {_abbrev(keys)}')
+                lines.append(f'{name} {len(keys)} keys: {abbreviate(keys)}')
         return '; '.join(lines)
 
 
-def _abbrev(keys: List[str], n: int = 6) -> str:
+def abbreviate(keys: List[str], n: int = 6) -> str:
+    """The first ``n`` keys and how many more there are."""
     return ', '.join(keys[:n]) + (f', ... (+{len(keys) - n})' if len(keys) > n else '')
 
 

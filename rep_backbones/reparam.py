@@ -305,6 +305,8 @@ class BorderCorrectedConv2d(nn.Conv2d):
 
     ``border_taps`` (``[C_out, kh, kw]``, a buffer saved in the state dict) are the ``taps`` above.
     """
+    # The eager per-size cache (:meth:`_cached_border_strips`) is a dict TorchScript cannot type.
+    __jit_ignored_attributes__ = ['_border_strip_cache']
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -5,8 +5,10 @@ Registered: every variant of the families timm does not have — ``repghostnetv2
 ``mobilenetv4_conv_*`` are left alone (the mm backbones accept those names as ``arch``).
 
 Each ``pretrained_cfg`` names the official release file (``url`` where the release has a direct link,
-``file_name``, the EMA / wrapper key the file keeps its weights under, mean/std, input size, classifier
-name; the file name and wrapper key are in ``notes``), so ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))`` loads a
+``file_name``, the EMA / wrapper key the file keeps its weights under, mean/std, input size; the file
+name and wrapper key are in ``notes``; ``first_conv`` and ``classifier`` name the training form's stem
+conv and final layer(s), ``pool_size`` the final map at ``input_size``), so
+``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))`` loads a
 downloaded copy: the file is unwrapped and converted with the package's own loader (official key
 layouts included). ``features_only=True`` returns the same maps as the mm backbone (the deepest block
 at strides 4/8/16/32), and ``timm.utils.model.reparameterize_model`` fuses (the package's protocol).
@@ -28,13 +30,15 @@ from .models.repnext import RepNeXtClassifier
 REPNEXT_RELEASE = 'https://github.com/suous/RepNeXt/releases/download/v1.0'
 
 
-def _cfg(file_name: str = '', url: str = '', input_size: int = 224, key: str = '', classifier: str = 'classifier',
+def _cfg(first_conv: str, classifier, file_name: str = '', url: str = '', input_size: int = 224, key: str = '',
          origin: str = '', license: str = '') -> dict:
-    """timm ``PretrainedCfg`` fields; the release file's name and wrapper key go in ``notes``."""
+    """timm ``PretrainedCfg`` fields; the release file's name and wrapper key go in ``notes``. timm's
+    loader adapts ``first_conv`` to ``in_chans`` and drops ``classifier`` for another ``num_classes``."""
     notes = (f'release file: {file_name}', f"weights under the {key!r} key (EMA: none released)") if file_name else ()
-    return dict(url=url or None, num_classes=1000, input_size=(3, input_size, input_size), pool_size=(7, 7),
-                crop_pct=0.875, interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-                first_conv='', classifier=classifier, origin_url=origin, license=license, notes=notes)
+    return dict(url=url or None, num_classes=1000, input_size=(3, input_size, input_size),
+                pool_size=(input_size // 32, input_size // 32), crop_pct=0.875, interpolation='bicubic',
+                mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv=first_conv, classifier=classifier,
+                origin_url=origin, license=license, notes=notes)
 
 
 # name -> (classifier class, arch, pretrained_cfg)
@@ -42,18 +46,20 @@ MODELS: Dict[str, tuple] = {}
 for _arch, _spec in SPECS.items():
     # The RepGhostNetV2 repository has released no weights (its readme: "TODO: release checkpoints").
     MODELS[f'repghostnetv2_{_arch.lower()}'] = (RepGhostNetV2Classifier, _arch, _cfg(
-        input_size=_spec.img_size, origin='https://github.com/ChengpengChen/RepGhostNetV2', license='mit'))
+        'conv_stem', 'classifier', input_size=_spec.img_size, origin='https://github.com/ChengpengChen/RepGhostNetV2',
+        license='mit'))
 for _arch in REPNEXT_ARCHS:
     _file = f'repnext_{_arch.lower()}_distill_300e.pth'
     _released = not _arch.endswith('E')           # release v1.0 has the M0-M5 distilled checkpoints
     MODELS[f'repnext_{_arch.lower()}'] = (RepNeXtClassifier, _arch, _cfg(
+        'stem.stem.0.conv', ('head.head.linear', 'head.head_dist.linear'),
         file_name=_file if _released else '', url=f'{REPNEXT_RELEASE}/{_file}' if _released else '',
-        key='model' if _released else '', classifier='head', origin='https://github.com/suous/RepNeXt',
+        key='model' if _released else '', origin='https://github.com/suous/RepNeXt',
         license='apache-2.0'))
 for _arch in REPMOBILE_ARCHS:
     # The RepMobile repository links its ImageNet weights from its readme (no direct release URL).
     MODELS[f'repmobile_{_arch.lower()}'] = (RepMobileClassifier, _arch, _cfg(
-        file_name=f'RepMobile_{_arch}.pth', key='model', classifier='classifier.classifier',
+        'stem.0', 'classifier.classifier.4', file_name=f'RepMobile_{_arch}.pth', key='model',
         origin='https://github.com/zhanghao5201/RepMobile', license='none stated by the repository'))
 
 default_cfgs = generate_default_cfgs({name: cfg for name, (_, _, cfg) in MODELS.items()})

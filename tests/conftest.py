@@ -1,12 +1,15 @@
 """Every test starts from the same random state, whatever ran before it (order-independent draws of
-weights, inputs and BN statistics), and torch uses one thread per test process unless told otherwise."""
+weights, inputs and BN statistics), torch uses one thread per test process unless told otherwise, and
+no test leaves the thread count or a checkout folder on ``sys.path`` changed for the tests after it."""
 import os
 import random
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '1')))
 
 
@@ -16,6 +19,37 @@ def _seed_everything():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_state():
+    """A test that changes torch's thread count or puts a folder of the checkout on ``sys.path`` must undo
+    it (use :func:`one_thread`, ``monkeypatch.syspath_prepend`` or ``tests.helpers.load_tool``): restored
+    here, and reported. (Folders of installed packages are left alone: some packages add their own on
+    first import, e.g. onnxruntime's quantizer, and need them afterwards.)"""
+    threads, path = torch.get_num_threads(), set(sys.path)
+    yield
+    leaked = []
+    if torch.get_num_threads() != threads:
+        leaked.append(f'torch threads {threads} -> {torch.get_num_threads()}')
+        torch.set_num_threads(threads)
+    added = [p for p in sys.path if p not in path and os.path.abspath(p or '.').startswith(ROOT)
+             and not os.path.abspath(p).startswith(sys.prefix)]      # a .venv in the checkout: packages' own
+    if added:
+        leaked.append(f'sys.path: {added} added')
+        sys.path[:] = [p for p in sys.path if p not in added]
+    if leaked:
+        pytest.fail('the test left shared state changed: ' + '; '.join(leaked), pytrace=False)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread during the test (small CPU convs gain little from more, and on a busy
+    machine spinning OpenMP threads make them many times slower); the previous count afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def pytest_collection_modifyitems(config, items):

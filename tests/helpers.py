@@ -1,32 +1,56 @@
-"""Shared test utilities: non-trivial BN statistics and the fused-vs-training equivalence check."""
+"""Shared test utilities: non-trivial BN statistics, the fused-vs-training equivalence checks,
+subprocess and tool loading, optional dependencies, wheel builds."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib
+import importlib.util
 import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import rep_backbones
 
+ROOT = Path(__file__).resolve().parents[1]
 # The project's fusion tolerance: max |fused - train| <= FUSE_RTOL * max |train| (float32, eval mode).
 FUSE_RTOL = 1e-4
 ODD_SIZE = (251, 331)
+# BN running variances are drawn log-uniformly from this range (see randomize_bn).
+BN_VAR_RANGE = (1e-4, 10.0)
 
 
 @torch.no_grad()
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm random running mean/var and affine parameters (not the init values),
-    so that folding mistakes cannot hide behind mean 0 / var 1 / weight 1 / bias 0."""
+    """Give every BatchNorm random running statistics and affine parameters (not the init values).
+
+    * ``running_var`` log-uniform over :data:`BN_VAR_RANGE`: at 1e-4 the usual eps (1e-5) is 10 % of
+      the variance, so an eps slip in a fold (left out, added outside the square root, a default in
+      place of the module's) moves those channels by percents, far above any float32 tolerance;
+    * ``weight`` = ``sqrt(running_var)`` x U(0.5, 1.5), so that each BN's gain ``weight / sqrt(var +
+      eps)`` stays within about [0.45, 1.5] whatever the variance: deep nets stay bounded and float32
+      is not amplified, while the variance (and eps) still decides every gain;
+    * ``running_mean`` U(-1, 1), of the size of the activations it is subtracted from; ``bias``
+      U(-0.5, 0.5).
+    """
     gen = torch.Generator().manual_seed(seed)
+    low, high = (torch.tensor(v).log() for v in BN_VAR_RANGE)
     for module in model.modules():
         if isinstance(module, _BatchNorm):
             n = module.num_features
+            var = (low + (high - low) * torch.rand(n, generator=gen, dtype=torch.float64)).exp()
             module.running_mean.copy_(torch.rand(n, generator=gen) * 2 - 1)
-            module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+            module.running_var.copy_(var)
             if module.weight is not None:
-                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.weight.copy_(var.sqrt() * (torch.rand(n, generator=gen, dtype=torch.float64) + 0.5))
                 module.bias.copy_(torch.rand(n, generator=gen) - 0.5)
     return model
 
@@ -35,21 +59,28 @@ def count_norms(model: nn.Module) -> int:
     return sum(isinstance(m, _BatchNorm) for m in model.modules())
 
 
+def assert_rel_close(ref, out, rtol: float = FUSE_RTOL, what: str = 'output') -> None:
+    """``ref`` and ``out`` (tensors or nested sequences of them) have the same number of tensors, the same
+    shapes, and ``max |out - ref| <= rtol * max |ref|`` tensor by tensor."""
+    ref, out = _flat(ref), _flat(out)
+    assert len(ref) == len(out), f'{len(out)} {what}s, expected {len(ref)}'
+    for a, b in zip(ref, out):
+        assert a.shape == b.shape, f'{what} shape {tuple(b.shape)}, expected {tuple(a.shape)}'
+        err, scale = (a - b).abs().max().item(), a.abs().max().item()
+        assert err <= rtol * scale, f'{what} differs: max |diff| {err:.3g} > {rtol} * {scale:.3g}'
+
+
 @torch.no_grad()
-def assert_fuses_exactly(model: nn.Module, x: torch.Tensor, rtol: float = FUSE_RTOL) -> nn.Module:
-    """Fuse a deep copy of ``model`` (eval mode, random BN stats) and compare every output."""
+def assert_fuses_exactly(model: nn.Module, x: torch.Tensor, rtol: float = FUSE_RTOL, fuse_fn=None,
+                         float64: bool = True) -> nn.Module:
+    """Give ``model`` random BN statistics (:func:`randomize_bn`), put it in eval mode, fuse a deep copy
+    with ``fuse_fn`` (default :func:`rep_backbones.fuse`) and check it with :func:`assert_fusion_exact`;
+    returns the fused copy."""
+    fuse_fn = fuse_fn or rep_backbones.fuse
     randomize_bn(model)
     model.eval()
-    fused = rep_backbones.fuse(copy.deepcopy(model))
-    ref, out = model(x), fused(x)
-    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
-    out = out if isinstance(out, (tuple, list)) else (out,)
-    assert len(ref) == len(out)
-    for a, b in zip(ref, out):
-        assert a.shape == b.shape
-        err = (a - b).abs().max().item()
-        scale = a.abs().max().item()
-        assert err <= rtol * scale, f'fused output differs: max |diff| {err:.3g} > {rtol} * {scale:.3g}'
+    fused = fuse_fn(copy.deepcopy(model))
+    assert_fusion_exact(model, fused, x, fuse_fn, rtol=rtol, float64=float64)
     return fused
 
 
@@ -111,6 +142,16 @@ def _flat(outputs):
     return [t for item in outputs for t in _flat(item)]
 
 
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 # float64 fusion must reproduce the float64 training form to this relative error: the algebra is exact,
 # so only float64 rounding remains (measured: <= 1e-11 on every family, RepMobile-S in RetinaNet included).
 FUSE_RTOL_FLOAT64 = 1e-9
@@ -118,22 +159,38 @@ FUSE_RTOL_FLOAT64 = 1e-9
 
 @torch.no_grad()
 def assert_fusion_exact(model: nn.Module, fused: nn.Module, x: torch.Tensor, fuse_fn, forward=None,
-                        rtol: float = FUSE_RTOL) -> None:
+                        rtol: float = FUSE_RTOL, float64: bool = True) -> None:
     """Fused vs training form (both eval mode), in two parts:
 
     1. the algebra, in float64: ``fuse_fn`` applied to a float64 copy of ``model`` matches it to
-       :data:`FUSE_RTOL_FLOAT64` (a fusion error shows up here whatever the conditioning);
+       :data:`FUSE_RTOL_FLOAT64` (a fusion error shows up here whatever the conditioning). Layers that
+       the fusion creates are built in float64 too (default dtype float64 while ``fuse_fn`` runs: timm's
+       fusers make new layers), and the fused copy must hold no float32 tensor;
     2. float32, the deployed precision: ``fused`` matches ``model`` to ``rtol`` relative to the
        largest output, or to 4x the training form's *own* float32 error against float64, whichever is
        larger. A net that amplifies rounding (RepMobile's deep plain stages with near-zero BN variances:
        1e-7 input noise -> 1e-3 at stride 16) cannot be held to tighter than its own float32 error.
+
+    Both parts compare every output: same number of tensors, same shapes. ``float64=False`` leaves part 1
+    out (and holds float32 to ``rtol``): for a fusion path whose float64 check runs elsewhere (the contract
+    test checks every variant's default fusion in float64).
     """
     forward = forward or (lambda m, inp: m(inp))
-    model64 = copy.deepcopy(model).double().eval()
-    fused64 = fuse_fn(copy.deepcopy(model64)).eval()
-    ref64, out64 = _flat(forward(model64, x.double())), _flat(forward(fused64, x.double()))
     ref32, out32 = _flat(forward(model, x)), _flat(forward(fused, x))
+    if float64:
+        model64 = copy.deepcopy(model).double().eval()
+        with _default_dtype(torch.float64):
+            fused64 = fuse_fn(copy.deepcopy(model64)).eval()
+        low = [n for n, t in [*fused64.named_parameters(), *fused64.named_buffers()]
+               if t.is_floating_point() and t.dtype != torch.float64]
+        assert not low, f'the float64 fusion left lower-precision tensors: {low[:5]}'
+        ref64, out64 = _flat(forward(model64, x.double())), _flat(forward(fused64, x.double()))
+    else:
+        ref64 = out64 = [r.double() for r in ref32]
+    assert len(ref64) == len(out64) == len(ref32) == len(out32), \
+        f'number of outputs: training {len(ref32)}, fused {len(out32)} (float64: {len(ref64)}, {len(out64)})'
     for r64, o64, r32, o32 in zip(ref64, out64, ref32, out32):
+        assert r64.shape == o64.shape == r32.shape == o32.shape, (r64.shape, o64.shape, r32.shape, o32.shape)
         scale = r64.abs().max().item()
         algebra = (o64 - r64).abs().max().item()
         assert algebra <= FUSE_RTOL_FLOAT64 * scale, f'fusion is not exact: float64 max |diff| {algebra:.3g} > ' \
@@ -155,3 +212,98 @@ def damp_deep_plain_backbone(model: nn.Module, factor: float = 0.7) -> nn.Module
             if isinstance(m, nn.Conv2d):
                 m.weight.mul_(factor)
     return model
+
+
+# -- optional dependencies -------------------------------------------------------------------------
+# Set by CI (.ci/run, tools/run_tests.sh under CI=true): a missing optional dependency fails the test
+# instead of skipping it.
+REQUIRE_ALL_ENV = 'REP_BACKBONES_REQUIRE_ALL'
+
+
+def missing_dependency(reason: str):
+    """Skip the calling test, or fail it where :data:`REQUIRE_ALL_ENV` is ``1`` (CI). The reason names the
+    test (``-rs`` lists a skip by the place it was raised: here)."""
+    reason = f"{os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]}: {reason}"
+    if os.environ.get(REQUIRE_ALL_ENV) == '1':
+        pytest.fail(f'{reason} ({REQUIRE_ALL_ENV}=1: every dependency must be there)', pytrace=False)
+    pytest.skip(reason)
+
+
+def require(*modules: str) -> None:
+    """Import ``modules`` (e.g. ``'mmdet'``, ``'mmcv.ops'``) or :func:`missing_dependency`."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001  (compiled extensions fail with OSError, RuntimeError, ...)
+            missing_dependency(f'{name} is not importable here: {type(err).__name__}: {err}')
+
+
+def require_mim() -> str:
+    """Path of the ``mim`` executable beside this interpreter, or :func:`missing_dependency`."""
+    mim = shutil.which('mim', path=os.path.dirname(sys.executable))
+    if mim is None:
+        missing_dependency('openmim (the mim command) is not installed beside this interpreter')
+    return mim
+
+
+# -- tools and subprocesses ------------------------------------------------------------------------
+def load_tool(relpath: str):
+    """Import a script of the repository (``tools/benchmark.py``) as a module without touching
+    ``sys.path`` or ``sys.modules`` (what the script itself adds to ``sys.path`` is undone)."""
+    path = ROOT / relpath
+    name = 'tool_' + relpath.replace('/', '_').replace('.', '_')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    return module
+
+
+def run(args, cwd=ROOT, env=None, unset=(), timeout=600) -> subprocess.CompletedProcess:
+    """Run a command as a user does (text output captured, arguments as strings), in this process's
+    environment with ``env`` added and the variables in ``unset`` removed."""
+    full = {k: v for k, v in os.environ.items() if k not in unset}
+    full.update(env or {})
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=full, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_ok(args, **kwargs) -> str:
+    """:func:`run`, which must succeed; returns stdout + stderr."""
+    proc = run(args, **kwargs)
+    assert proc.returncode == 0, f'{" ".join(map(str, args))}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
+    return proc.stdout + proc.stderr
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for a distributed run's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def random_backbone_state(seed: int = 0) -> dict:
+    """A RepGhostNet-0.5x state dict with random weights and BN statistics (not the init values)."""
+    torch.manual_seed(seed)
+    state = rep_backbones.build_backbone('RepGhostNet', arch='0.5x').state_dict()
+    return {k: torch.randn_like(v).abs() if v.is_floating_point() else v for k, v in state.items()}
+
+
+# -- packaging ---------------------------------------------------------------------------------------
+_NOT_PACKAGED = ('.git', '.venv', 'build', 'dist', 'outputs', 'work_dirs', 'data', '*.egg-info', '__pycache__',
+                 '.pytest_cache')
+
+
+def build_wheel(tmp: Path) -> Path:
+    """Build the package's wheel without writing into the checkout: the source tree (symlinks kept:
+    ``rep_backbones/.mim`` links to configs/ and tools/) is copied to ``tmp/src``, setuptools builds there
+    (its ``build/`` and ``*.egg-info``), the wheel lands in ``tmp/wheel``. Returns the wheel's path."""
+    src, out = tmp / 'src', tmp / 'wheel'
+    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(*_NOT_PACKAGED))
+    run_ok([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', str(src), '-w', str(out)],
+           env={'TMPDIR': str(tmp)}, timeout=300)
+    (wheel,) = out.glob('rep_backbones-*.whl')
+    return wheel

@@ -15,6 +15,8 @@ from rep_backbones.checkpoint import (CheckpointError, CheckpointNotFoundError, 
                                      read_checkpoint)
 from rep_backbones.models import build_backbone
 
+from .helpers import random_backbone_state
+
 
 def _small_state_dict():
     return {'w': torch.arange(6.0).reshape(2, 3)}
@@ -131,13 +133,6 @@ def test_missing_file_is_a_file_not_found_error(tmp_path):
     assert isinstance(info.value, CheckpointNotFoundError) and 'absent.pth' in str(info.value)
 
 
-def _random_backbone_state(seed):
-    """A RepGhostNet-0.5x state dict with random weights and BN statistics (not the init values)."""
-    torch.manual_seed(seed)
-    state = build_backbone('RepGhostNet', arch='0.5x').state_dict()
-    return {k: torch.randn_like(v).abs() if v.is_floating_point() else v for k, v in state.items()}
-
-
 @pytest.mark.parametrize('writer, name', [
     (lambda sd, p: torch.save(sd, p), 'w.pth'),
     (lambda sd, p: torch.save(sd, p, _use_new_zipfile_serialization=False), 'w_legacy.pth'),
@@ -145,7 +140,7 @@ def _random_backbone_state(seed):
     (lambda sd, p: safetensors.torch.save_file(sd, p), 'safetensors_named.bin'),  # told by content
 ])
 def test_every_format_loads_the_same_weights(tmp_path, writer, name):
-    source = _random_backbone_state(0)
+    source = random_backbone_state(0)
     writer(source, tmp_path / name)
     loaded = read_checkpoint(tmp_path / name)
     assert loaded.keys() == source.keys() and all(torch.equal(loaded[k], source[k]) for k in source)
@@ -157,7 +152,7 @@ def test_every_format_loads_the_same_weights(tmp_path, writer, name):
 
 def test_safetensors_equals_pth_with_wrapper_prefix(tmp_path):
     """A detector-style file (``backbone.`` keys) as .safetensors loads exactly like the .pth one."""
-    source = {f'backbone.{k}': v for k, v in _random_backbone_state(1).items()}
+    source = {f'backbone.{k}': v for k, v in random_backbone_state(1).items()}
     source['neck.conv.weight'] = torch.ones(1)
     torch.save({'state_dict': source}, tmp_path / 'det.pth')
     safetensors.torch.save_file(source, tmp_path / 'det.safetensors')

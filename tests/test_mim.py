@@ -3,11 +3,8 @@ every family config with numbers this package computes; ``mim search rep_backbon
 the editable install and from a wheel; the wheel carries ``.mim``, the license files and the version
 of ``rep_backbones/version.py``."""
 import glob
-import importlib.util
 import json
 import os
-import shutil
-import subprocess
 import sys
 import zipfile
 
@@ -17,20 +14,10 @@ import yaml
 
 import rep_backbones
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MIM = os.path.join(os.path.dirname(sys.executable), 'mim')
+from .helpers import ROOT, build_wheel, load_tool, require_mim, run, run_ok
+
 METAFILES = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', 'metafile.yml')))
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location('make_metafiles',
-                                                  os.path.join(ROOT, 'tools', 'analysis', 'make_metafiles.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SCRIPT = _load_script()
+SCRIPT = load_tool('tools/analysis/make_metafiles.py')
 
 
 def _models():
@@ -44,12 +31,17 @@ def _models():
     return out
 
 
+def _build_outputs_in_checkout():
+    """What a setuptools build in the checkout leaves there: build/ and *.egg-info."""
+    return {p for p in (*ROOT.glob('build'), *ROOT.glob('*.egg-info'), *ROOT.glob('rep_backbones/*.egg-info'))}
+
+
 def _search(*args, env=None, cwd=None, tmp_path):
     """``mim search rep_backbones ARGS --json``: {config id: {field: value}} (empty fields left out)."""
     out = tmp_path / f'search{len(list(tmp_path.glob("search*.json")))}.json'
-    run = subprocess.run([MIM, 'search', 'rep_backbones', *args, '--json', str(out)], cwd=cwd or str(tmp_path),
-                         env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0 and out.is_file(), run.stdout + run.stderr
+    log = run_ok([require_mim(), 'search', 'rep_backbones', *args, '--json', out], cwd=cwd or tmp_path, env=env,
+                 timeout=300)
+    assert out.is_file(), log
     rows = {}
     for field, column in json.load(open(out)).items():   # pandas' to_json: {field: {config id: value}}
         for name, value in column.items():
@@ -92,10 +84,10 @@ def test_metafile_entry_is_what_the_script_computes(family):
     assert entry == expected
 
 
-@pytest.mark.skipif(not os.path.exists(MIM), reason='openmim not installed')
 def test_mim_search_from_the_editable_install(tmp_path):
     """The editable install's .mim/model-index.yml imports the checkout's: every model is listed, and
     mim's filters work on the fields (paper numbers under coco/..., ade20k/...)."""
+    require_mim()
     import mim.utils
     installed = mim.utils.get_installed_path('rep_backbones')
     assert os.path.isfile(os.path.join(installed, '.mim', 'model-index.yml')), \
@@ -104,7 +96,8 @@ def test_mim_search_from_the_editable_install(tmp_path):
     found = _search(tmp_path=tmp_path)
     assert set(found) == set(models)
     repnext = _search('--model', 'repnext', '--field', 'coco/box_ap', 'coco/mask_ap', 'weight', tmp_path=tmp_path)
-    assert set(repnext) == {n for n, (f, _) in models.items() if f == 'repnext'}
+    # mim leaves out the rows with none of the fields: the RetinaNet configs (no paper run, no trained weights)
+    assert set(repnext) == {n for n, (f, m) in models.items() if f == 'repnext' and ('Results' in m or 'Weights' in m)}
     mask_m3 = repnext['mask-rcnn_repnext-m3_fpn_1x_coco']
     assert set(mask_m3) == {'coco/box_ap', 'coco/mask_ap', 'weight'}
     assert mask_m3['coco/box_ap'] == models['mask-rcnn_repnext-m3_fpn_1x_coco'][1]['Results'][0]['Metrics']['box AP']
@@ -116,16 +109,13 @@ def test_mim_search_from_the_editable_install(tmp_path):
     assert one['backbone_params(M)'] == meta['Backbone Params (M)'] and one['backbone_flops(G)'] == meta['Backbone FLOPs (G)']
 
 
-@pytest.mark.skipif(not os.path.exists(MIM), reason='openmim not installed')
 def test_wheel_carries_the_zoo_and_mim_finds_it(tmp_path):
-    left_over = [p for p in ('build', 'rep_backbones.egg-info') if not os.path.exists(os.path.join(ROOT, p))]
-    try:
-        subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', ROOT,
-                        '-w', str(tmp_path / 'whl')], check=True, capture_output=True, timeout=300)
-    finally:   # setuptools builds in the checkout; leave it as it was
-        for p in left_over:
-            shutil.rmtree(os.path.join(ROOT, p), ignore_errors=True)
-    wheel = next((tmp_path / 'whl').glob('rep_backbones-*.whl'))
+    """The wheel (built from a copy of the source tree: nothing is written into the checkout) carries
+    ``.mim``, the license files and the version; mim, pointed at the installed wheel, lists every model."""
+    require_mim()
+    before = _build_outputs_in_checkout()
+    wheel = build_wheel(tmp_path / 'build')
+    assert _build_outputs_in_checkout() <= before, 'the wheel build wrote into the checkout'
     names = set(zipfile.ZipFile(wheel).namelist())
     dist_info = f'rep_backbones-{rep_backbones.__version__}.dist-info'
     assert wheel.name.startswith(f'rep_backbones-{rep_backbones.__version__}-')
@@ -137,11 +127,11 @@ def test_wheel_carries_the_zoo_and_mim_finds_it(tmp_path):
         assert f'rep_backbones/.mim/configs/{rel}' in names
 
     target = tmp_path / 'site'
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    run_ok([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', target, wheel], timeout=300)
     env = {'PYTHONPATH': str(target)}
-    where = subprocess.run([sys.executable, '-c', 'from mim.utils import get_installed_path as g; '
-                            'print(g("rep_backbones"))'], env={**os.environ, **env}, cwd=str(tmp_path),
-                           capture_output=True, text=True, check=True).stdout.split()[-1]
+    proc = run([sys.executable, '-c', 'from mim.utils import get_installed_path as g; print(g("rep_backbones"))'],
+               env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    where = proc.stdout.split()[-1]
     assert where == str(target / 'rep_backbones')   # mim reads the wheel's copy, not the checkout
     assert set(_search(env=env, tmp_path=tmp_path)) == set(_models())

@@ -16,7 +16,7 @@ from rep_backbones.fusion import find_rep_backbones
 from rep_backbones.mm import RepFuseHook
 from rep_backbones.models import RepGhostNet
 
-from .helpers import randomize_bn
+from .helpers import count_norms, randomize_bn
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
@@ -116,24 +116,39 @@ def test_checkpoint_without_safe_hook_is_refused_unless_trusted(tmp_path, monkey
 
 
 @pytest.mark.parametrize('ema', [False, True])
-def test_fused_test_gives_the_same_metrics(trained, ema):
-    """tools/test.py with and without the hook: same metrics; with EMAHook the EMA weights are
-    swapped in before fusion and swapped back afterwards without error."""
+def test_fused_test_gives_the_same_metrics(trained, ema, monkeypatch):
+    """tools/test.py with and without the hook: same metrics; the test batches ran through a fused backbone
+    (deploy form, no BatchNorm) with the hook and through the training form without; with EMAHook the EMA
+    weights are swapped in before fusion and swapped back afterwards without error."""
     extra = [dict(type='EMAHook')] if ema else []
-    results = {}
+    results, fused_calls = {}, []
+    forward = RepGhostNet.forward
+
+    def recording_forward(self, x):
+        fused_calls.append(self.deploy and count_norms(self) == 0)
+        return forward(self, x)
+    monkeypatch.setattr(RepGhostNet, 'forward', recording_forward)
+    batches = len(NoiseSet()) // 4
     for label, hooks in [('train', extra), ('fused', extra + [dict(type='RepFuseHook')])]:
         runner = _runner(trained / f'{label}_{ema}', hooks, load_from=str(trained / 'epoch_2.pth'))
+        fused_calls.clear()
         results[label] = runner.test()
         assert not runner.model.backbone.deploy
+        # with the hook, one more training-form call: its equivalence check on the first batch
+        assert fused_calls.count(True) == (batches if label == 'fused' else 0), (label, fused_calls)
     assert results['fused']['mean'] == pytest.approx(results['train']['mean'], abs=1e-3)
     assert results['fused']['max'] == pytest.approx(results['train']['max'], abs=1e-3)
 
 
 def test_resume_goes_through_the_safe_loader(trained):
-    runner = _runner(trained / 'resumed', [dict(type='SafeCheckpointHook')], max_epochs=3,
-                     load_from=str(trained / 'epoch_2.pth'), resume=True)
+    """Resuming from epoch 2 trains the third epoch only (a run that merely loaded the weights would
+    train epochs 1 to 3 and save each), starting from the saved iteration."""
+    work = trained / 'resumed'
+    runner = _runner(work, [dict(type='SafeCheckpointHook')], max_epochs=3, load_from=str(trained / 'epoch_2.pth'),
+                     resume=True)
     runner.train()
-    assert runner.epoch == 3
+    assert runner.epoch == 3 and runner.iter == 3 * len(NoiseSet()) // 4
+    assert sorted(p.name for p in work.glob('epoch_*.pth')) == ['epoch_3.pth']
 
 
 def test_hook_rejects_a_wrong_fusion(tmp_path, monkeypatch):
@@ -169,7 +184,8 @@ def test_fuse_copy_keeps_state_of_original():
     fake = FakeRunner()
     fake.model = model
     hook.before_test_epoch(fake)
-    assert model.test_step.__self__ is not model
+    tested = model.test_step.__self__            # what the test loop calls: a fused copy
+    assert tested is not model and tested.backbone.deploy and count_norms(tested) == 0
     hook.after_test_epoch(fake)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert HOOKS.get('SafeCheckpointHook') is not None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from rep_backbones.apis import mmdeploy_compat
 from rep_backbones.apis.build import build_model_from_config
 
+from .helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / 'configs' / 'mmdeploy'
@@ -44,24 +44,29 @@ CASES = {
     'semantic_fpn': ('configs/toy/toy_fpn_repghost_1_0x_ade20k.py', 'segmentation_onnxruntime_dynamic.py',
                      [(256, 320)], {'ArgMax'}),
 }
-# onnxruntime vs PyTorch, float32: the same detections, boxes within 0.01 pixel, scores within 1e-4.
-BOX_TOL, SCORE_TOL, MASK_IOU_MIN = 1e-2, 1e-4, 0.99
+# onnxruntime vs PyTorch, float32: the same detections, and per model the largest box (pixels) and score
+# differences and the lowest mask IoU allowed. Measured (largest over the test images; docs/deploy.md and the
+# README quote the first machine's): RetinaNet 1.4e-4 px and 3.0e-7 here on an AVX2-only CPU, 2e-4 px and
+# 3e-7 on the first; Mask R-CNN (aligned post-processing) 9.2e-5 px, 4.5e-8, mask IoU 0.99963 here, 6.1e-5 px,
+# 4.5e-8, 0.9996 there. That is float32 rounding of one computation in two runtimes: a few units in the last
+# place of a 384-pixel coordinate (2.3e-5 px each) or of a score. The bounds are 5x the largest measured
+# (other CPUs' kernels sum in other orders); what a real difference does is far larger (mmdeploy's own
+# post-processing against plain mmdet: boxes 29.8 px apart, test_mask_rcnn_differs_from_plain_mmdet).
+TOLERANCES = {'retinanet': dict(box=1e-3, score=1.5e-6), 'mask_rcnn': dict(box=5e-4, score=2.5e-7, mask_iou=0.998)}
 # Each side's 50 best detections are matched among all of the other side's (100 at most, mmdet's max_per_img):
 # random weights give many near-equal scores, and which of them make the 100th place is a coin toss.
 TOP_K = 50
 # label maps: all but arg-max near-ties of random logits (1 pixel in 81,920 measured)
 SEG_AGREEMENT_MIN = 0.9999
 # Mask R-CNN graph vs mmdeploy's rewritten model run in PyTorch (raw outputs, resized image): boxes (pixels),
-# scores, 28x28 mask probabilities. Float32 noise of the same computation: measured 4.6e-5 px and 4.5e-8.
-RAW_BOX_TOL, RAW_SCORE_TOL, RAW_MASK_TOL = 1e-3, 1e-5, 1e-4
+# scores, 28x28 mask probabilities. Float32 noise of the same computation, measured: 3.4e-5 px, 4.5e-8 and
+# 1.2e-7 here (3.5e-5 px, 4.5e-8, 1.2e-7 on the first machine); the bounds are 5x those, as above.
+RAW_BOX_TOL, RAW_SCORE_TOL, RAW_MASK_TOL = 2e-4, 2.5e-7, 6e-7
 OPTIONS = {}
 
 
 def _fuse_checkpoint_tool():
-    spec = importlib.util.spec_from_file_location('fuse_checkpoint_tool', ROOT / 'tools' / 'fuse_checkpoint.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.fuse_checkpoint
+    return load_tool('tools/fuse_checkpoint.py').fuse_checkpoint
 
 
 def _toy_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -147,9 +152,10 @@ def test_onnxruntime_matches_fused_pytorch(name, exported):
             continue
         assert diff['num_reference'] > 0, 'no detections: the comparison would be empty'
         assert diff['num_reference'] == diff['num_other'] and diff['unmatched'] == 0, diff
-        assert diff['max_box_diff'] <= BOX_TOL and diff['max_score_diff'] <= SCORE_TOL, diff
+        tol = TOLERANCES[name]
+        assert diff['max_box_diff'] <= tol['box'] and diff['max_score_diff'] <= tol['score'], diff
         if name == 'mask_rcnn':
-            assert diff['min_mask_iou'] >= MASK_IOU_MIN, diff
+            assert diff['min_mask_iou'] >= tol['mask_iou'], diff
             assert diff['zero_area'] <= 1, diff      # at most the padding RoI's detection (rule 3)
 
 
@@ -268,16 +274,15 @@ def test_deploy_tool_as_mmdeploy_matches_every_detection(exported, tmp_path, cap
     _, fused, _, _, deploy_cfg = exported('mask_rcnn')
     image = tmp_path / 'traced.png'
     mmcv.imwrite(_traced_image('mask_rcnn'), str(image))
-    spec = importlib.util.spec_from_file_location('deploy_mmdeploy_tool', ROOT / 'tools' / 'deploy_mmdeploy.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('tools/deploy_mmdeploy.py')
     tool.main([deploy_cfg, str(ROOT / CASES['mask_rcnn'][0]), fused, str(image), '--work-dir', str(tmp_path / 'work'),
                '--cfg-options', 'model.backbone.deploy=True', '--as-mmdeploy'])
     out = capsys.readouterr().out
     assert (tmp_path / 'work' / 'end2end.onnx').is_file()
     report = dict(item.split('=') for item in out.strip().splitlines()[-1].split(': ', 1)[1].split(', '))
     assert float(report['num_reference']) > 0 and float(report['unmatched']) == 0, out
-    assert float(report['max_box_diff']) <= BOX_TOL and float(report['min_mask_iou']) >= MASK_IOU_MIN, out
+    tol = TOLERANCES['mask_rcnn']
+    assert float(report['max_box_diff']) <= tol['box'] and float(report['min_mask_iou']) >= tol['mask_iou'], out
     assert float(report['zero_area']) == 1, out
 
 
@@ -328,7 +333,8 @@ def test_training_checkpoint_route_is_fused_by_mmdeploy(exported):
     for other in (from_fused, ort_model):
         diff = _predict_and_compare(processor, from_training, other, img)
         assert diff['num_reference'] > 0 and diff['unmatched'] == 0, diff
-        assert diff['max_box_diff'] <= BOX_TOL and diff['max_score_diff'] <= SCORE_TOL, diff
+        tol = TOLERANCES['retinanet']
+        assert diff['max_box_diff'] <= tol['box'] and diff['max_score_diff'] <= tol['score'], diff
 
 
 def test_patched_is_undone_and_provides_cast_long():

@@ -4,26 +4,19 @@ runs them."""
 import json
 import os
 import pickle
-import shutil
-import subprocess
 import sys
 
 import pytest
+import torch
 
 from detection.toy_coco import make_toy_coco
 from segmentation.toy_ade20k import make_toy_ade20k
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .helpers import ROOT, assert_rel_close, build_wheel, free_port, require_mim, run, run_ok
+
 PY = sys.executable
 DET_CFG = 'configs/toy/toy_mask_rcnn_repghost_1_0x.py'
 SEG_CFG = 'configs/toy/toy_fpn_repghost_1_0x_ade20k.py'
-
-
-def run(args, cwd=ROOT, env=None, timeout=600):
-    proc = subprocess.run(args, cwd=cwd, env=dict(os.environ, **(env or {})), capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f'{" ".join(map(str, args))}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
-    return proc.stdout + proc.stderr
 
 
 def det_options(root, iters=4):
@@ -52,15 +45,15 @@ def toy_coco(tmp_path_factory):
 @pytest.fixture(scope='module')
 def trained_det(toy_coco, tmp_path_factory):
     work = tmp_path_factory.mktemp('det')
-    run([PY, 'tools/train.py', DET_CFG, '--work-dir', str(work), *det_options(toy_coco, iters=32)])
+    run_ok([PY, 'tools/train.py', DET_CFG, '--work-dir', str(work), *det_options(toy_coco, iters=32)])
     assert os.path.isfile(work / 'iter_32.pth')
     return work
 
 
 def _test(cfg, ckpt, work, toy_coco, *extra):
     out, dump = work / f'metrics{len(extra)}.json', work / f'pred{len(extra)}.pkl'
-    log = run([PY, 'tools/test.py', cfg, str(ckpt), '--work-dir', str(work), '--out-json', str(out),
-               '--dump', str(dump), *extra, *det_options(toy_coco)])
+    log = run_ok([PY, 'tools/test.py', cfg, str(ckpt), '--work-dir', str(work), '--out-json', str(out),
+                  '--dump', str(dump), *extra, *det_options(toy_coco)])
     with open(dump, 'rb') as f:
         predictions = pickle.load(f)    # our own file, written by this test
     return json.load(open(out)), predictions, log
@@ -78,7 +71,6 @@ def test_test_with_and_without_fusion_agree(trained_det, toy_coco):
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'):
         assert fused[key] == pytest.approx(plain[key], abs=1e-3)
     # The metrics of a briefly trained model are small; the raw predictions are the sharp check.
-    import torch
     for a, b in zip(_scores(plain_pred), _scores(fused_pred)):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
     assert sum(len(s) for s in _scores(plain_pred)) > 0
@@ -86,7 +78,7 @@ def test_test_with_and_without_fusion_agree(trained_det, toy_coco):
 
 def test_fused_checkpoint_loads_into_deploy_config(trained_det, toy_coco, tmp_path):
     fused_ckpt = tmp_path / 'fused.pth'
-    log = run([PY, 'tools/fuse_checkpoint.py', DET_CFG, str(trained_det / 'iter_32.pth'), str(fused_ckpt),
+    log = run_ok([PY, 'tools/fuse_checkpoint.py', DET_CFG, str(trained_det / 'iter_32.pth'), str(fused_ckpt),
                '--cfg-options', 'model.backbone.arch=0.5x', 'model.neck.in_channels=[12,20,56,80]'])
     assert 'fused backbone' in log and 'loads strictly' in log
     deploy_cfg = tmp_path / 'deploy.py'
@@ -95,18 +87,16 @@ def test_fused_checkpoint_loads_into_deploy_config(trained_det, toy_coco, tmp_pa
     deploy, deploy_pred, log = _test(str(deploy_cfg), fused_ckpt, tmp_path, toy_coco)
     assert 'already in deploy form' in log
     assert deploy['coco/bbox_mAP'] == pytest.approx(plain['coco/bbox_mAP'], abs=1e-3)
-    import torch
     for a, b in zip(_scores(plain_pred), _scores(deploy_pred)):
         assert torch.allclose(a, b, atol=1e-4)
     # a training checkpoint in the deploy config is refused, not silently half-loaded
-    proc = subprocess.run([PY, 'tools/test.py', str(deploy_cfg), str(trained_det / 'iter_32.pth'),
-                           *det_options(toy_coco)], cwd=ROOT, capture_output=True, text=True)
+    proc = run([PY, 'tools/test.py', deploy_cfg, trained_det / 'iter_32.pth', *det_options(toy_coco)])
     assert proc.returncode != 0 and 'train-form checkpoint but the model is in deploy form' in proc.stderr
 
 
 def test_distributed_cpu_training_with_two_processes(toy_coco, tmp_path):
-    log = run(['bash', 'tools/dist_train.sh', DET_CFG, '2', '--work-dir', str(tmp_path),
-               *det_options(toy_coco, iters=4)], env={'PYTHON': PY, 'PORT': '29512'})
+    log = run_ok(['bash', 'tools/dist_train.sh', DET_CFG, '2', '--work-dir', str(tmp_path),
+                  *det_options(toy_coco, iters=4)], env={'PYTHON': PY, 'PORT': str(free_port())})
     assert 'no CUDA: gloo process group' in log
     assert os.path.isfile(tmp_path / 'iter_4.pth')
 
@@ -117,43 +107,43 @@ def test_segmentation_toy_train_and_fused_test(tmp_path):
     opts = ['--cfg-options', f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
             f'test_dataloader.dataset.data_root={root}', 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
             'default_hooks.checkpoint.interval=4', 'train_dataloader.batch_size=2']
-    run([PY, 'tools/train.py', SEG_CFG, '--work-dir', str(tmp_path), *opts])
-    metrics = {}
+    run_ok([PY, 'tools/train.py', SEG_CFG, '--work-dir', str(tmp_path), *opts])
+    metrics, logits, logs = {}, {}, {}
     for name, extra in [('plain', ['--no-fuse']), ('fused', [])]:
-        out = tmp_path / f'{name}.json'
-        run([PY, 'tools/test.py', SEG_CFG, str(tmp_path / 'iter_4.pth'), '--work-dir', str(tmp_path),
-             '--out-json', str(out), *extra, *opts])
+        out, dump = tmp_path / f'{name}.json', tmp_path / f'{name}.pkl'
+        logs[name] = run_ok([PY, 'tools/test.py', SEG_CFG, str(tmp_path / 'iter_4.pth'), '--work-dir', str(tmp_path),
+                             '--out-json', str(out), '--out', str(dump), *extra, *opts])
         metrics[name] = json.load(open(out))
+        with open(dump, 'rb') as f:
+            logits[name] = [p['seg_logits']['data'] for p in pickle.load(f)]    # our own file, written just now
+    assert 'RepFuseHook (test): fused backbone' in logs['fused'] and 'RepFuseHook' not in logs['plain']
     assert metrics['fused']['mIoU'] == pytest.approx(metrics['plain']['mIoU'], abs=1e-3)
+    # mIoU after 4 iterations is near 0 either way; the per-pixel logits are the sharp check
+    assert len(logits['plain']) == 2
+    assert_rel_close(logits['plain'], logits['fused'], what='segmentation logits')
 
 
-@pytest.mark.skipif(shutil.which('mim', path=os.path.dirname(PY)) is None, reason='openmim not installed')
 def test_mim_finds_configs_and_tools(trained_det, toy_coco, tmp_path):
     """`mim test rep_backbones NAME` resolves the config by name and runs our tools/test.py, from any
     directory; `mim test mmdet CONFIG` runs mmdet's own test script on our config."""
-    mim = os.path.join(os.path.dirname(PY), 'mim')
+    mim = require_mim()
     ckpt = str(trained_det / 'iter_32.pth')
-    log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG), '--checkpoint', ckpt,
+    log = run_ok([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG), '--checkpoint', ckpt,
                '--work-dir', str(tmp_path / 'a'), *det_options(toy_coco)], cwd=str(tmp_path))
     assert "we find the config file in codebase rep_backbones" in log and 'coco/bbox_mAP' in log
-    log = run([mim, 'test', 'mmdet', os.path.join(ROOT, DET_CFG), '--checkpoint', ckpt,
+    log = run_ok([mim, 'test', 'mmdet', os.path.join(ROOT, DET_CFG), '--checkpoint', ckpt,
                '--work-dir', str(tmp_path / 'b'), *det_options(toy_coco)], cwd=str(tmp_path))
     assert 'RepFuseHook (test): fused backbone' in log and 'coco/bbox_mAP' in log
 
 
-@pytest.mark.skipif(shutil.which('mim', path=os.path.dirname(PY)) is None, reason='openmim not installed')
 def test_mim_with_a_wheel_install(trained_det, toy_coco, tmp_path):
     """The same lookup when the package is installed from its wheel (configs/tools copied into .mim)."""
-    had_build = os.path.exists(os.path.join(ROOT, 'build'))
-    run([PY, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', ROOT, '-w', str(tmp_path / 'whl')])
-    if not had_build:   # setuptools builds in the checkout; leave it as it was
-        shutil.rmtree(os.path.join(ROOT, 'build'), ignore_errors=True)
-    wheel = next((tmp_path / 'whl').glob('rep_backbones-*.whl'))
+    mim = require_mim()
+    wheel = build_wheel(tmp_path / 'build')
     target = tmp_path / 'site'
-    run([PY, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)])
+    run_ok([PY, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)])
     assert (target / 'rep_backbones' / '.mim' / 'configs' / 'toy' / os.path.basename(DET_CFG)).is_file()
-    mim = os.path.join(os.path.dirname(PY), 'mim')
-    log = run([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG),
+    log = run_ok([mim, 'test', 'rep_backbones', os.path.basename(DET_CFG),
                '--checkpoint', str(trained_det / 'iter_32.pth'), '--work-dir', str(tmp_path / 'w'),
                *det_options(toy_coco)], cwd=str(tmp_path),
               env={'PYTHONPATH': str(target)})

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import re
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -23,16 +20,24 @@ from rep_backbones.apis import quantize as q
 from rep_backbones.apis.build import build_from_spec
 from rep_backbones.apis.onnx_export import export_onnx
 
+from .helpers import ROOT, assert_rel_close, load_tool, require, run
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 SHAPE = (64, 64)
 SMALL = ('RepGhostNet:0.5x', 'RepGhostNetV2:S', 'MobileNetV4:S', 'RepNeXt:M0', 'RepNeXt:M0E', 'RepMobile:S')
-# Lowest SQNR (dB) accepted for the stride-4 feature map, the one with the least accumulated error,
-# where a broken quantization shows at once (wrong scales, an unfused branch, swapped outputs: SQNR
-# near or below 0 dB). Measured with this file's setting (64x64, 4 calibration + 2 held-out toy
-# images, seed 0): RepGhostNet 0.5x 12.2 dB, RepMobile S 16.3, RepNeXt M0 18.7, M0E 20.1,
-# RepGhostNetV2 S 24.7, MobileNetV4 S 26.5. Deeper maps lose more (down to 0.4 dB at stride 32 on
-# 2x2 maps: random weights amplify quantization noise, see docs/int8.md) and are only required to be
-# finite and produced.
-SQNR_FLOOR_DB = 10.0
+# Lowest SQNR (dB) accepted per feature map (strides 4, 8, 16, 32). A broken quantization (wrong scales,
+# an unfused branch, swapped outputs) gives SQNR near or below 0 dB at once on the stride-4 map, the one
+# with the least accumulated error; deeper maps lose more (random weights amplify quantization noise,
+# see docs/int8.md), down to 0.4 dB on MobileNetV4 S's 2x2 stride-32 map. Measured with this file's
+# setting (64x64, 4 calibration + 2 held-out toy images, seed 0) on an AVX2-only CPU (7-bit weights):
+#   RepGhostNet 0.5x 12.6 / 9.4 / 8.5 / 2.0    RepGhostNetV2 S 24.3 / 22.1 / 12.6 / 2.5
+#   MobileNetV4 S   25.8 / 23.0 / 9.0 / 0.4    RepNeXt M0      16.0 / 13.3 / 8.0 / 3.5
+#   RepNeXt M0E     20.1 / 18.0 / 14.6 / 12.7  RepMobile S     15.3 / 12.2 / 6.4 / 6.4
+# (stride 4 with 8-bit weights on a VNNI CPU: 12.2 to 26.5). Each floor sits 2.2 to 3.4 dB under the
+# lowest measured value of its map (room for the other CPU kind's rounding); a broken graph already
+# falls far below the stride-4 floor.
+SQNR_FLOORS_DB = (10.0, 7.0, 4.0, -3.0)
 
 
 @pytest.fixture(scope='module')
@@ -57,7 +62,6 @@ def calibrated(spec: str, calib) -> torch.nn.Module:
 
 @pytest.mark.parametrize('spec', SMALL)
 def test_quantized_export_and_parity(spec, toy_inputs, tmp_path):
-    torch.set_num_threads(1)
     calib, evals = toy_inputs
     model = rep_backbones.fuse(calibrated(spec, calib))
     result = q.measure_fused(model, calib, evals, tmp_path, 'bb', threads=1)
@@ -69,7 +73,8 @@ def test_quantized_export_and_parity(spec, toy_inputs, tmp_path):
     for out, ref in zip(outputs, model(torch.from_numpy(evals[0]))):
         assert out['shape'] == tuple(ref.shape)
         assert 0 < out['max_abs'] < out['max_ref'] and math.isfinite(out['sqnr_db'])
-    assert outputs[0]['sqnr_db'] >= SQNR_FLOOR_DB, f'{spec}: stride-4 SQNR {outputs[0]["sqnr_db"]:.1f} dB'
+    for stride, out, floor in zip((4, 8, 16, 32), outputs, SQNR_FLOORS_DB):
+        assert out['sqnr_db'] >= floor, f'{spec}: stride-{stride} SQNR {out["sqnr_db"]:.1f} dB < {floor} dB'
 
 
 def test_sqnr_db():
@@ -81,7 +86,6 @@ def test_sqnr_db():
 
 def test_range_report_shows_a_wide_channel(toy_inputs, tmp_path):
     """One stem channel scaled up x100 shows as the channel spread of the stem's activation."""
-    torch.set_num_threads(1)
     calib, evals = toy_inputs
     model = rep_backbones.fuse(calibrated('RepGhostNet:0.5x', calib))
     spreads = []
@@ -134,8 +138,7 @@ def test_repnext_norm_forward_is_exact(arch, toy_inputs):
     moved = rep_backbones.fuse(q.repnext_norm_forward(copy.deepcopy(model)).eval())
     x = torch.from_numpy(np.concatenate(evals))
     with torch.no_grad():
-        for a, b in zip(model(x), moved(x)):
-            assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+        assert_rel_close(model(x), moved(x))
 
 
 def test_fused_layouts(toy_inputs):
@@ -171,18 +174,13 @@ def test_identity_split_is_exact(spec, toy_inputs):
     assert sum(isinstance(m, q.SplitShortcut) for m in split.modules()) > 0
     x = torch.from_numpy(np.concatenate(evals))
     with torch.no_grad():
-        for a, b in zip(model(x), split(x)):
-            assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+        assert_rel_close(model(x), split(x))
 
 
 # -- the command-line tool ------------------------------------------------------------------------
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_tool(*argv, cwd=ROOT) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, str(ROOT / 'tools' / 'quantize_onnx.py'), *map(str, argv)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
+def run_tool(*argv, cwd=ROOT):
+    return run([sys.executable, ROOT / 'tools' / 'quantize_onnx.py', *argv], cwd=cwd, env={'OMP_NUM_THREADS': '1'},
+               timeout=300)
 
 
 def test_tool_backbone_spec(toy_images, tmp_path):
@@ -211,33 +209,43 @@ def test_tool_refuses_unfused_model(toy_images, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+# Whole toy RetinaNet (seeded random init, 2 toy images), measured on an AVX2-only CPU: INT8 SQNR of the
+# raw head outputs 22.2 to 45.5 dB (lowest on the stride-8 maps); bbox mAP / mAP@50 fp32 0.038 / 0.262,
+# INT8 0.033 / 0.218. A random detector's hits are chance matches of a few boxes, so one box more or less
+# moves mAP@50 by about 0.05: the drop allowed is 0.02 / 0.1, the SQNR floor 3 dB under the lowest.
+DET_SQNR_FLOOR_DB, DET_MAP_DROP_MAX = 19.0, (0.02, 0.1)
+
+
 def test_tool_detector_tensor_mode_and_map(tmp_path):
-    """Whole RetinaNet (toy config, random init) in tensor mode: 5 score + 5 box outputs, and bbox mAP
-    of the fp32 and the INT8 graph from mmdet's evaluator on a 2-image toy test set (``cwd`` holds
-    the config's ``data/toy_coco``)."""
-    pytest.importorskip('mmdet')
-    pytest.importorskip('mmcv.ops')                     # NMS of the post-processing
+    """Whole RetinaNet (toy config, random init) in tensor mode: 5 score + 5 box outputs, each with an INT8
+    SQNR above ``DET_SQNR_FLOOR_DB``, and bbox mAP of the fp32 and the INT8 graph from mmdet's evaluator on
+    a 2-image toy test set (``cwd`` holds the config's ``data/toy_coco``): fp32 finds something, and INT8
+    loses at most ``DET_MAP_DROP_MAX`` of it."""
+    require('mmdet', 'mmcv.ops')                       # NMS of the post-processing
     from detection.toy_coco import make_toy_coco
+    from rep_backbones.apis.build import build_model_from_config
+    config = ROOT / 'configs' / 'toy' / 'toy_retinanet_repghost_1_0x.py'
     paths = make_toy_coco(tmp_path / 'data' / 'toy_coco', num_train=2, num_val=2)
+    torch.manual_seed(0)                               # the same random detector every run
+    checkpoint = tmp_path / 'random.pth'
+    torch.save({'meta': {}, 'state_dict': build_model_from_config(str(config)).state_dict()}, checkpoint)
     out = tmp_path / 'det.int8.onnx'
-    proc = run_tool(ROOT / 'configs' / 'toy' / 'toy_retinanet_repghost_1_0x.py', 'none', '--out', out,
+    proc = run_tool(config, checkpoint, '--out', out,
                     '--calib-dir', paths['train_img_dir'], '--calib-n', 2, '--eval-n', 1, '--eval-map',
                     '--threads', 1, '--no-progress', cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'input size (160, 192) from the pipeline' in proc.stdout
-    assert len(re.findall(r'^  output\d+ \(1, \d+, \d+, \d+\): SQNR', proc.stdout, re.M)) == 10
+    sqnr = [float(v) for v in re.findall(r'^  output\d+ \(1, \d+, \d+, \d+\): SQNR (-?[\d.]+) dB', proc.stdout, re.M)]
+    assert len(sqnr) == 10 and min(sqnr) >= DET_SQNR_FLOOR_DB, sqnr
+    scores = {}
     for name in ('fp32', 'INT8'):
         found = re.search(rf'^{name} onnxruntime: coco/bbox_mAP ([\d.]+), coco/bbox_mAP_50 ([\d.]+)$',
                           proc.stdout, re.M)
-        assert found and all(0 <= float(v) <= 1 for v in found.groups()), proc.stdout[-2000:]
-
-
-def _load_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('quantize_onnx_tool', ROOT / 'tools' / 'quantize_onnx.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        assert found, proc.stdout[-2000:]
+        scores[name] = [float(v) for v in found.groups()]
+    assert scores['fp32'][1] > 0, f'no detection hits: the comparison would be 0 with 0 ({scores})'
+    for fp32, int8, drop in zip(scores['fp32'], scores['INT8'], DET_MAP_DROP_MAX):
+        assert int8 >= fp32 - drop, scores
 
 
 # -- the INT8-friendlier fused layout (issue 13, item 3) ------------------------------------------
@@ -277,8 +285,7 @@ def test_int8_layout_keeps_the_float_function(spec, layout, toy_inputs):
     assert any(isinstance(m, marker) for m in friendly.modules()) if marker else str(friendly) == str(fused)
     x = torch.from_numpy(np.concatenate(evals))
     with torch.no_grad():
-        for a, b in zip(fused(x), friendly(x)):
-            assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+        assert_rel_close(fused(x), friendly(x))
     with pytest.raises(q.UnfusedModelError, match='not fused'):
         q.apply_int8_layout(model)
 
@@ -299,7 +306,7 @@ def toy_segmentor(tmp_path_factory):
     and 4 validation images at 96x128 that its test pipeline keeps at that size (training images read
     with the test pipeline too), and a checkpoint that segments without training
     (:func:`~rep_backbones.apis.quantize.linear_probe_segmentor` on the training images, seed 0)."""
-    pytest.importorskip('mmseg')
+    require('mmseg')
     from rep_backbones.apis.build import build_model_from_config
     from segmentation.toy_ade20k import make_toy_ade20k
     work = tmp_path_factory.mktemp('toy_seg')
@@ -365,7 +372,7 @@ def test_tool_segmentor_miou(toy_segmentor, tmp_path):
     unstable (RepGhostNet 1.0x with random weights is activation-limited, docs/int8.md's family table),
     so mIoU cannot tell a broken quantization apart here; agreement can.
     """
-    pytest.importorskip('mmseg')
+    require('mmseg')
     from mmengine.dataset import pseudo_collate
 
     from rep_backbones.apis.build import build_model_from_config
@@ -420,7 +427,7 @@ def test_tool_segmentor_miou(toy_segmentor, tmp_path):
 def test_tool_eval_refusals(capsys):
     """``--eval`` needs a whole single-stage detector or segmentor: refused with a message for
     ``--backbone-only`` / ``--features-only``, a bare backbone, and a two-stage detector (exit 2)."""
-    tool = _load_tool()
+    tool = load_tool('tools/quantize_onnx.py')
     for argv in (['configs/toy/toy_retinanet_repghost_1_0x.py', 'none', '--out', 'x.onnx', '--eval',
                   '--backbone-only'],
                  ['configs/toy/toy_fpn_repghost_1_0x_ade20k.py', 'none', '--out', 'x.onnx', '--eval',
@@ -432,7 +439,7 @@ def test_tool_eval_refusals(capsys):
         assert '--eval needs a whole single-stage detector or segmentor' in capsys.readouterr().err
     args = tool.parse_args(['configs/toy/toy_retinanet_repghost_1_0x.py', 'none', '--out', 'x.onnx', '--eval-map'])
     assert args.eval and args.fused_layout == 'auto'                 # --eval-map: the old name, same option
-    pytest.importorskip('mmdet')
+    require('mmdet')
     status = tool.main([str(ROOT / 'configs' / 'toy' / 'toy_mask_rcnn_repghost_1_0x.py'), 'none',
                         '--out', 'x.int8.onnx', '--eval'])
     assert status == 2 and 'REFUSED' in capsys.readouterr().err

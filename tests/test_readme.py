@@ -6,12 +6,11 @@ import functools
 import os
 import re
 import shlex
-import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .helpers import ROOT, run_ok
 
 
 def _commands():
@@ -30,9 +29,7 @@ COMMANDS = _commands()
 
 @functools.lru_cache(maxsize=None)
 def _help(script: str) -> str:
-    proc = subprocess.run([sys.executable, script, '--help'], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f'{script} --help failed: {proc.stderr[-2000:]}'
-    return proc.stdout
+    return run_ok([sys.executable, script, '--help'], timeout=300)
 
 
 def test_the_readme_has_commands():

@@ -12,7 +12,8 @@ from rep_backbones.models import RepGhostNet, RepGhostNetClassifier
 from rep_backbones.models.repghostnet import ARCHS, fuse_ghost_branches
 from timm.models.repghost import RepGhostModule
 
-from .helpers import ODD_SIZE, assert_fuses_exactly, count_norms, keys_file, randomize_bn, synthetic_state_dict
+from .helpers import (ODD_SIZE, assert_fuses_exactly, assert_rel_close, count_norms, keys_file, randomize_bn,
+                      synthetic_state_dict)
 
 # ARCHITECTURES.md §0: FPN channels at strides 4/8/16/32 (deepest block per stride) and the final conv.
 CHANNELS = {'0.5x': [12, 20, 56, 80, 480], '0.58x': [16, 24, 64, 92, 556], '0.8x': [20, 32, 88, 128, 768],
@@ -29,7 +30,7 @@ FILE_NAMES = {'0.5x': '0_5x', '0.58x': '0_58x', '0.8x': '0_8x', '1.0x': '1_0x', 
 def test_fused_equals_training_form(arch):
     model = RepGhostNet(arch, out_indices=(0, 1, 2, 3, 4))
     x = torch.randn(2, 3, *ODD_SIZE)
-    fused = assert_fuses_exactly(model, x)
+    fused = assert_fuses_exactly(model, x, float64=False)     # float64: test_backbone_contract.py, every variant
     assert count_norms(fused) == 0
     assert fused.deploy and not model.deploy
     assert [o.shape[1] for o in fused(x[:1])] == CHANNELS[arch]
@@ -163,11 +164,37 @@ def test_official_converted_checkpoint_loads_into_deploy_model(arch):
     deploy = RepGhostNetClassifier(arch, deploy=True).eval()
     deploy.load_backbone_state_dict(official)
     out = deploy(x)
-    assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert_rel_close(ref, out)
     # and the backbone alone, with the head keys reported
     backbone = RepGhostNet(arch, deploy=True, out_indices=(4,))
     report = backbone.load_backbone_state_dict(official)
     assert len(report.ignored) == 4 and not report.missing
+
+
+def test_official_fused_file_is_used_as_the_official_model_uses_it():
+    """A file with the official converted release's keys and shapes (tests/data/keys) and random values that
+    no converter of this package computed, loaded into ``deploy=True``: each conv+BN pair the official
+    converter keeps is folded as computed here from the file's own values (the conv is the key just before
+    its BN in the release's order); every other tensor is taken as it is."""
+    keys = [line.split(' ', 1)[0] for line in open(keys_file('repghostnet_1_0x.fused_keys.txt')) if line.strip()]
+    official = synthetic_state_dict(keys_file('repghostnet_1_0x.fused_keys.txt'), seed=3)
+    model = RepGhostNetClassifier('1.0x', deploy=True)
+    model.load_backbone_state_dict(official)
+    own = model.state_dict()
+    folded = set()
+    for i, key in enumerate(keys):
+        if not key.endswith('.running_var'):
+            continue
+        bn = key[:-len('.running_var')]
+        conv = keys[keys.index(f'{bn}.weight') - 1][:-len('.weight')]
+        scale = official[f'{bn}.weight'] / torch.sqrt(official[f'{bn}.running_var'] + 1e-5)
+        shift = official[f'{bn}.bias'] - official[f'{bn}.running_mean'] * scale
+        torch.testing.assert_close(own[f'{conv}.weight'], official[f'{conv}.weight'] * scale[:, None, None, None])
+        torch.testing.assert_close(own[f'{conv}.bias'], shift + scale * official.get(f'{conv}.bias', 0))
+        folded |= {f'{conv}.weight', f'{conv}.bias'}
+    assert len(folded) == 2 * 48                                   # the 48 BNs of the official converted 1.0x
+    assert set(own) - folded <= set(official)
+    assert all(torch.equal(own[k], official[k]) for k in set(own) - folded)
 
 
 def test_wrong_form_and_bad_files(tmp_path):

@@ -9,10 +9,11 @@ import rep_backbones
 from rep_backbones.analysis import count_macs, count_params
 from rep_backbones.checkpoint import CheckpointError
 from rep_backbones.models import RepNeXt, RepNeXtClassifier
-from rep_backbones.models.repnext import (ARCHS, ChunkConv, ConvNorm, CopyConv, CopyConvSingle, Downsample, official_fuse,
+from rep_backbones.models.repnext import (ARCHS, ChunkConv, CopyConv, CopyConvSingle, Downsample, official_fuse,
                                           SingleBranchDWConv)
 
-from .helpers import ODD_SIZE, assert_fuses_exactly, count_norms, keys_file, randomize_bn, synthetic_state_dict
+from .helpers import (ODD_SIZE, assert_fuses_exactly, assert_fusion_exact, assert_rel_close, count_norms, keys_file,
+                      randomize_bn, synthetic_state_dict)
 
 M_ARCHS = ['M0', 'M1', 'M2', 'M3', 'M4', 'M5']
 E_ARCHS = ['M0E', 'M1E', 'M2E']
@@ -26,22 +27,22 @@ SEED_E = {'M0E': 2.5, 'M1E': 5.3, 'M2E': 7.0}   # README, millions, rounded (off
 SMALL_ODD = (35, 45)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # many tiny depthwise convs: intra-op threads only add overhead (and stall on a busy machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')   # many tiny depthwise convs: threads only add overhead
 
 
-def _level2_matches(model, x, fused=None):
-    """Level 2 (single branch) of ``model`` (eval, random BN) equals the training form."""
-    fused = copy.deepcopy(model).to_single_branch() if fused is None else fused
-    with torch.no_grad():
-        ref, out = model(x), fused(x)
-    for a, b in zip(ref, out):
-        assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+def _single_branch(model):
+    return model.to_single_branch()
+
+
+def _via_level1(model):
+    return rep_backbones.fuse(model).to_single_branch()
+
+
+def _level2_matches(model, x, fuse_fn=_single_branch, float64=True):
+    """Level 2 (single branch) made by ``fuse_fn`` from a copy of ``model`` (eval, random BN) equals the
+    training form (float64 algebra and float32 outputs: :func:`assert_fusion_exact`)."""
+    fused = fuse_fn(copy.deepcopy(model))
+    assert_fusion_exact(model, fused, x, fuse_fn, float64=float64)
     assert count_norms(fused) == 0
     mixers = [m for m in fused.modules() if isinstance(m, (ChunkConv, CopyConv))]
     assert not mixers
@@ -55,11 +56,12 @@ def test_fused_equals_training_form_at_both_levels(arch):
     model = RepNeXt(arch)
     size = ODD_SIZE if arch in ('M0', 'M0E') else SMALL_ODD   # one detection-sized check per kind
     x = torch.randn(1, 3, *size)
-    fused = assert_fuses_exactly(model, x)                    # level 1: switch_to_deploy / rep_backbones.fuse
+    # level 1 (switch_to_deploy / rep_backbones.fuse); its float64 check: test_backbone_contract.py
+    fused = assert_fuses_exactly(model, x, float64=False)
     assert count_norms(fused) == 0 and fused.deploy and not model.deploy
     assert [o.shape[1] for o in fused(x)] == list(ARCHS[arch].embed_dim)
     level1_keys = fused.state_dict().keys()
-    single = _level2_matches(model, x, fused.to_single_branch())   # in place, from level 1
+    single = _level2_matches(model, x, _via_level1, float64=arch in ('M0', 'M0E'))   # float64: one per kind
     assert sum(isinstance(m, SingleBranchDWConv) for m in single.modules()) == sum(ARCHS[arch].depth)
     assert sum(isinstance(m, CopyConvSingle) for m in single.modules()) == 3
     if arch in E_ARCHS:  # already single-branch: both levels are the same structure
@@ -70,8 +72,8 @@ def test_level2_from_level1_and_constructor_forms():
     model = randomize_bn(RepNeXt('M1')).eval()
     x = torch.randn(1, 3, 35, 45)
     level1 = rep_backbones.fuse(copy.deepcopy(model))
-    _level2_matches(model, x, copy.deepcopy(level1).to_single_branch())
-    _level2_matches(model, x, rep_backbones.fuse(_copy_into(RepNeXt('M1', single_branch=True), model)))
+    _level2_matches(model, x, _via_level1)
+    _level2_matches(model, x, lambda m: rep_backbones.fuse(_copy_into(RepNeXt('M1', single_branch=True), m)))
     shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
     assert shapes(RepNeXt('M1', deploy=True)) == shapes(level1)
     assert shapes(RepNeXt('M1', deploy=True, single_branch=True)) == shapes(level1.to_single_branch())
@@ -92,7 +94,7 @@ def test_level2_border_term_is_what_keeps_it_exact():
     with torch.no_grad():
         ref = block.norm(block.token_mixer(x))
         conv = copy.deepcopy(model).to_single_branch().stages[0].blocks[0].token_mixer
-        assert (conv(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+        assert_rel_close(ref, conv(x), rtol=1e-5)
         assert conv.border[:30].abs().max() == 0 and conv.border[30:].abs().max() > 0   # conv_l chunk only
         conv.border.zero_()
         diff = (conv(x) - ref).abs()
@@ -187,7 +189,7 @@ def test_drop_path_is_identity_in_eval():
         assert all(torch.equal(a, b) for a, b in zip(model(x), plain(x)))
         torch.manual_seed(0)
         fused = rep_backbones.fuse(copy.deepcopy(model))
-        assert all((a - b).abs().max() < 1e-4 * a.abs().max() for a, b in zip(fused(x), plain(x)))
+        assert_rel_close(plain(x), fused(x))
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------
@@ -240,15 +242,42 @@ def test_official_fused_checkpoint_loads_into_deploy_model():
     deploy = RepNeXtClassifier('M0', deploy=True).eval()
     deploy.load_backbone_state_dict(dict(official))
     with torch.no_grad():
-        assert (deploy(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+        assert_rel_close(ref, deploy(x))
     backbone = RepNeXt('M0', deploy=True)
     report = backbone.load_backbone_state_dict(dict(official))
     assert report.ignored == ['head.weight', 'head.bias'] and not report.missing
     # and then on to the single-branch form
     backbone.eval().to_single_branch()
     with torch.no_grad():
-        feats = RepNeXt.forward(clf, x)[0]
-        assert (backbone(x)[-1] - feats).abs().max() <= 1e-4 * feats.abs().max()
+        assert_rel_close(RepNeXt.forward(clf, x)[0], backbone(x)[-1])
+
+
+def test_official_fused_file_is_used_as_the_official_model_uses_it():
+    """A file with the official fused release's keys and shapes (tests/data/keys) and random values that no
+    converter of this package computed, loaded into ``deploy=True``: each block's standalone ``norm`` (kept
+    by the official fuse) is folded into the block's first channel-mixer conv as computed here from the
+    file's own values; the downsamples' norms go into their token mixers; every other tensor is taken as
+    it is."""
+    official = synthetic_state_dict(keys_file('repnext_m0.fused_keys.txt'), seed=3)
+    model = RepNeXtClassifier('M0', deploy=True)
+    model.load_backbone_state_dict(dict(official))
+    own = model.state_dict()
+    norms = sorted(k[:-len('.running_var')] for k in official if k.endswith('.norm.running_var'))
+    blocks = [n[:-len('.norm')] for n in norms if '.blocks.' in n]
+    assert len(norms) == 17 and len(blocks) == 14
+    for unit in blocks:
+        norm = official[f'{unit}.norm.weight'], official[f'{unit}.norm.bias'], \
+            official[f'{unit}.norm.running_mean'], official[f'{unit}.norm.running_var']
+        scale = norm[0] / torch.sqrt(norm[3] + 1e-5)
+        shift = norm[1] - norm[2] * scale
+        weight, bias = official[f'{unit}.channel_mixer.0.weight'], official[f'{unit}.channel_mixer.0.bias']
+        torch.testing.assert_close(own[f'{unit}.channel_mixer.0.weight'], weight * scale[None, :, None, None])
+        torch.testing.assert_close(own[f'{unit}.channel_mixer.0.bias'], bias + weight[:, :, 0, 0] @ shift)
+    downsamples = tuple(n[:-len('norm')] + 'token_mixer.' for n in norms if '.blocks.' not in n)
+    changed = {k for k in own if not torch.equal(own[k], official[k])}
+    assert changed == {f'{u}.channel_mixer.0.{p}' for u in blocks for p in ('weight', 'bias')} | \
+        {k for k in own if k.startswith(downsamples)}
+    assert set(own) == {k for k in official if '.norm.' not in k}
 
 
 @pytest.mark.parametrize('fold', ['forward', 'backward'])

@@ -20,7 +20,7 @@ import torch
 from detection.toy_coco import make_toy_coco
 from rep_backbones.checkpoint import read_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+from .helpers import ROOT, run_ok
 CFG = 'configs/toy/toy_retinanet_repghost_1_0x.py'
 ITERS, CKPT_EVERY, PER_EPOCH = 10, 3, 4     # checkpoints at 3, 6, 9: none at an epoch boundary
 
@@ -39,9 +39,7 @@ def train_cmd(root: Path, work: Path, *extra):
 
 
 def train(root: Path, work: Path, *extra) -> str:
-    proc = subprocess.run(train_cmd(root, work, *extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout + proc.stderr
+    return run_ok(train_cmd(root, work, *extra), timeout=300)
 
 
 def weights(path: Path) -> dict:

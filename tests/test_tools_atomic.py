@@ -18,6 +18,8 @@ from torch import nn
 from rep_backbones.apis import atomic, onnx_export
 from rep_backbones.apis.atomic import atomic_write, write_json
 
+from .helpers import require
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -103,7 +105,7 @@ SMALL = {'model.backbone.arch': '0.5x', 'model.neck.in_channels': [12, 20, 56, 8
 @pytest.fixture(scope='module')
 def trained_checkpoint(tmp_path_factory):
     """A random-init RetinaNet (RepGhostNet 0.5x) saved as an mmengine-style checkpoint."""
-    pytest.importorskip('mmdet')
+    require('mmdet')
     from rep_backbones.apis.build import build_model_from_config
     torch.manual_seed(0)
     model = build_model_from_config(str(TOY_RETINANET), None, cfg_options=SMALL)

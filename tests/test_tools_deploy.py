@@ -8,9 +8,6 @@ Kept fast: smallest variant per family, small odd inputs, random weights with ra
 from __future__ import annotations
 
 import copy
-import importlib
-import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -25,7 +22,7 @@ from rep_backbones.apis.onnx_export import build_for_export, check_onnx, export_
 from rep_backbones.apis.seed_tables import load_seed_tables, matches, parse_figure, table_for
 from rep_backbones.models import BACKBONES, CLASSIFIERS
 
-from .helpers import count_norms, randomize_bn
+from .helpers import count_norms, randomize_bn, require, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_FILE = ROOT / 'docs' / 'seed_tables.yaml'
@@ -46,14 +43,7 @@ RETINANET = _config('repghostnet/retinanet_repghostnet-1.0x_fpn_1x_coco.py', 're
 SEMFPN = _config('repghostnet/fpn_repghostnet-1.0x_8xb4-40k_ade20k-512x512.py', 'fpn_repghost_1_0x_ade20k_40k.py')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 spinning OpenMP threads per process can
-    make a forward pass 10-100x slower when other processes compete for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
@@ -61,11 +51,9 @@ def seed_tables():
     return load_seed_tables(SEED_FILE)
 
 
-def _tool(*args, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
+def _tool(*args, cwd=ROOT):
     """Run ``python tools/...`` as a user does (no PYTHONPATH: the package must come from the install)."""
-    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd, env=dict(env, OMP_NUM_THREADS='1'))
+    return run([sys.executable, *args], cwd=cwd, unset=('PYTHONPATH',), env={'OMP_NUM_THREADS': '1'}, timeout=300)
 
 
 def _export_and_check(module, reference, x, path, **kw):
@@ -158,18 +146,10 @@ def test_tools_help():
 
 
 # -- whole models from the configs -------------------------------------------------------------
-def _mm_ready(package: str) -> None:
-    try:
-        import mmcv.ops  # noqa: F401  (mmdet/mmseg models import compiled ops)
-        importlib.import_module(package)
-    except Exception as err:  # noqa: BLE001
-        pytest.skip(f'mmcv with compiled ops / {package} not importable here: {err}')
-
-
 @pytest.mark.parametrize('config,package,n_outputs', [(RETINANET, 'mmdet', 10), (SEMFPN, 'mmseg', 1)],
                          ids=['retinanet', 'semantic_fpn'])
 def test_whole_model_onnx(config, package, n_outputs, tmp_path):
-    _mm_ready(package)
+    require('mmcv.ops', package)           # mmdet/mmseg models import compiled ops
     from rep_backbones.apis.build import TensorModeWrapper, build_model_from_config
     model = build_model_from_config(str(config), 'none')
     randomize_bn(model)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .helpers import ROOT, run
 SCRIPTS = {'dist_train.sh': ['CONFIG.py', '2'], 'dist_test.sh': ['CONFIG.py', 'CKPT.pth', '2']}
 
 
@@ -39,10 +38,9 @@ def checkout(tmp_path):
 
 def _run(repo: Path, script: str, env_extra: dict) -> list:
     record = repo.parent / 'record.txt'
-    env = {k: v for k, v in os.environ.items() if k not in ('PYTHON', 'PYTHONPATH')}
-    env.update(PATH=f'{repo.parent / "bin"}:{env.get("PATH", "")}', RECORD=str(record), **env_extra)
-    proc = subprocess.run(['bash', str(repo / 'tools' / script), *SCRIPTS[script], '--extra', 'a b'],
-                          env=env, capture_output=True, text=True, timeout=60)
+    env = dict(PATH=f'{repo.parent / "bin"}:{os.environ.get("PATH", "")}', RECORD=str(record), **env_extra)
+    proc = run(['bash', repo / 'tools' / script, *SCRIPTS[script], '--extra', 'a b'], cwd=None, env=env,
+               unset=('PYTHON', 'PYTHONPATH'), timeout=60)
     assert proc.returncode == 0, proc.stderr
     return record.read_text().splitlines()
 
@@ -65,7 +63,6 @@ def test_interpreter_resolution(checkout, script):
 
 
 def test_missing_arguments_say_usage():
-    proc = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), 'CONFIG.py'], capture_output=True,
-                          text=True, timeout=60)
+    proc = run(['bash', ROOT / 'tools' / 'dist_train.sh', 'CONFIG.py'], cwd=None, timeout=60)
     assert proc.returncode != 0 and 'usage: bash tools/dist_train.sh CONFIG NUM_PROCS' in proc.stderr
 

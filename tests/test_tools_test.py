@@ -4,16 +4,18 @@ pictures from the visualization hook), ``--out-json`` — on the toy configs wit
 images and a random-init checkpoint, fused by RepFuseHook as usual."""
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from detection.toy_coco import make_toy_coco
+from segmentation.toy_ade20k import make_toy_ade20k
+
+from .helpers import require, run, run_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 DET_CFG = ROOT / 'configs' / 'toy' / 'toy_mask_rcnn_repghost_1_0x.py'
@@ -21,20 +23,9 @@ SEG_CFG = ROOT / 'configs' / 'toy' / 'toy_fpn_repghost_1_0x_ade20k.py'
 SMALL_BACKBONE = {'model.backbone.arch': '0.5x', 'model.neck.in_channels': [12, 20, 56, 80]}
 
 
-def _toy_maker(name: str):
-    """``make_toy_coco`` / ``make_toy_ade20k`` from where they live (detection/, segmentation/;
-    formerly rep_backbones.toy_data)."""
-    module = {'make_toy_coco': 'detection.toy_coco', 'make_toy_ade20k': 'segmentation.toy_ade20k'}[name]
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ImportError:
-        return getattr(importlib.import_module('rep_backbones.toy_data'), name)
-
-
 def _random_checkpoint(config: Path, path: Path) -> Path:
     """Save a seeded random-init model of ``config`` (small backbone) as an mmengine checkpoint."""
-    pytest.importorskip('mmdet')
-    pytest.importorskip('mmseg')
+    require('mmdet', 'mmseg')
     from rep_backbones.apis.build import build_model_from_config
     torch.manual_seed(0)
     model = build_model_from_config(str(config), None, cfg_options=SMALL_BACKBONE)
@@ -45,17 +36,13 @@ def _random_checkpoint(config: Path, path: Path) -> Path:
 def _test_tool(config: Path, checkpoint: Path, work: Path, options: list, cfg_options: list) -> str:
     """Run ``python tools/test.py`` as a user does; returns its log."""
     cfg_options = [f'{k}={v}'.replace(' ', '') for k, v in SMALL_BACKBONE.items()] + cfg_options
-    proc = subprocess.run([sys.executable, 'tools/test.py', str(config), str(checkpoint), '--work-dir', str(work),
-                           *options, '--cfg-options', *cfg_options],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, OMP_NUM_THREADS='1'))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout + proc.stderr
+    return run_ok([sys.executable, 'tools/test.py', config, checkpoint, '--work-dir', work, *options,
+                   '--cfg-options', *cfg_options], env={'OMP_NUM_THREADS': '1'})
 
 
 def test_detection_out_pkl_show_dir_json(tmp_path):
     root = tmp_path / 'coco'
-    _toy_maker('make_toy_coco')(str(root), num_train=1, num_val=2, image_size=(64, 80))
+    make_toy_coco(str(root), num_train=1, num_val=2, image_size=(64, 80))
     ckpt = _random_checkpoint(DET_CFG, tmp_path / 'random.pth')
     ann = root / 'annotations' / 'instances_val2017.json'
     data = [f'test_dataloader.dataset.data_root={root}/', f'test_evaluator.ann_file={ann}',
@@ -81,7 +68,7 @@ def test_detection_out_pkl_show_dir_json(tmp_path):
 
 def test_segmentation_out_pkl_show_dir(tmp_path):
     root = tmp_path / 'ade'
-    _toy_maker('make_toy_ade20k')(str(root), num_train=1, num_val=2, image_size=(64, 80))
+    make_toy_ade20k(str(root), num_train=1, num_val=2, image_size=(64, 80))
     ckpt = _random_checkpoint(SEG_CFG, tmp_path / 'random.pth')
     # only the test set is given: the training data root of the config does not exist here
     data = [f'test_dataloader.dataset.data_root={root}', 'test_dataloader.dataset.pipeline.1.scale=(80,64)',
@@ -100,8 +87,7 @@ def test_segmentation_out_pkl_show_dir(tmp_path):
 
 
 def test_out_must_be_pickle(tmp_path):
-    proc = subprocess.run([sys.executable, 'tools/test.py', str(DET_CFG), 'x.pth', '--out', 'pred.json'], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = run([sys.executable, 'tools/test.py', DET_CFG, 'x.pth', '--out', 'pred.json'], timeout=120)
     assert proc.returncode == 2 and '--out pred.json: the predictions file must end with .pkl' in proc.stderr
 
 

@@ -12,19 +12,10 @@ from PIL import Image
 from detection.toy_coco import TOY_COCO_CLASSES, make_toy_coco, toy_coco_metainfo
 from segmentation.toy_ade20k import TOY_ADE_LABELS, make_toy_ade20k
 
+from .helpers import require
+
 SIZE = (160, 208)  # (H, W)
 N_TRAIN, N_VAL = 16, 6
-
-
-def _mmcv_ops_available() -> bool:
-    try:
-        import mmcv.ops  # noqa: F401
-    except Exception:  # not installed / compiled ops not built yet
-        return False
-    return True
-
-
-needs_mmcv_ops = pytest.mark.skipif(not _mmcv_ops_available(), reason='mmcv compiled ops not available')
 
 
 def _tree_bytes(root: Path) -> dict:
@@ -225,8 +216,8 @@ def test_ade_layout_and_labels(ade_root):
 
 
 # ----------------------------------------------------------------------------- mm loaders
-@needs_mmcv_ops
 def test_mmdet_coco_dataset_reads_toy_coco(coco_root):
+    require('mmcv.ops', 'mmdet')
     from mmdet.datasets import CocoDataset
     from mmdet.utils import register_all_modules
     from mmengine.registry import DefaultScope
@@ -257,8 +248,8 @@ def test_mmdet_coco_dataset_reads_toy_coco(coco_root):
             assert tuple(sample['inputs'].shape[0:1]) == (3,)
 
 
-@needs_mmcv_ops
 def test_mmseg_ade20k_dataset_reads_toy_ade(ade_root):
+    require('mmcv.ops', 'mmseg')
     from mmengine.registry import DefaultScope
     from mmseg.datasets import ADE20KDataset
     from mmseg.utils import register_all_modules

@@ -14,6 +14,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from rep_backbones.checkpoint import HASH_IN_NAME, WEIGHTS_DIR_ENV, CheckpointError, read_checkpoint
 from rep_backbones.models import build_backbone
 
+from .helpers import random_backbone_state
+
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves the folder; counts requests per path; paths in ``server.cut_short`` announce the full
@@ -61,12 +63,6 @@ def hub_cache(tmp_path, monkeypatch):
     return tmp_path / 'torch_home' / 'hub' / 'checkpoints'
 
 
-def _backbone_state(seed=0):
-    torch.manual_seed(seed)
-    state = build_backbone('RepGhostNet', arch='0.5x').state_dict()
-    return {k: torch.randn_like(v).abs() if v.is_floating_point() else v for k, v in state.items()}
-
-
 def _sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -85,7 +81,7 @@ def _equal(a, b):
 
 
 def test_downloads_once_then_uses_the_cache(served, hub_cache):
-    state = _backbone_state()
+    state = random_backbone_state()
     name = _publish(served, state)
     url = f'{served.url}/{name}'
     for _ in range(2):
@@ -99,14 +95,14 @@ def test_downloads_once_then_uses_the_cache(served, hub_cache):
 
 def test_mmengine_load_checkpoint_reads_urls_through_the_same_cache(served, hub_cache):
     """``load_from`` / ``load_checkpoint`` URLs go through read_checkpoint (safe loading, hash check)."""
-    state = _backbone_state()
+    state = random_backbone_state()
     name = _publish(served, state)
     assert _equal(CheckpointLoader.load_checkpoint(f'{served.url}/{name}')['state_dict_ema'], state)
     assert (hub_cache / name).is_file() and served.hits[f'/{name}'] == 1
 
 
 def test_wrong_hash_prefix_is_refused_and_not_cached(served, hub_cache):
-    name = _publish(served, _backbone_state())
+    name = _publish(served, random_backbone_state())
     digest = name.rsplit('-', 1)[1][:8]
     wrong = name.replace(digest, format(int(digest, 16) ^ 0xFFFFFFFF, '08x'))
     (served.root / name).rename(served.root / wrong)
@@ -118,7 +114,7 @@ def test_wrong_hash_prefix_is_refused_and_not_cached(served, hub_cache):
 
 def test_truncated_file_on_the_server_is_refused_and_not_cached(served, hub_cache):
     """No hash in the name, so only the completeness check can catch it."""
-    name = _publish(served, _backbone_state(), with_hash=False)
+    name = _publish(served, random_backbone_state(), with_hash=False)
     data = (served.root / name).read_bytes()
     (served.root / name).write_bytes(data[:len(data) * 2 // 3])
     with pytest.raises(CheckpointError, match=f'the download of {served.url}/{name} .*truncated or corrupt'):
@@ -127,7 +123,7 @@ def test_truncated_file_on_the_server_is_refused_and_not_cached(served, hub_cach
 
 
 def test_connection_dropped_mid_download_leaves_nothing(served, hub_cache):
-    name = _publish(served, _backbone_state(), with_hash=False)
+    name = _publish(served, random_backbone_state(), with_hash=False)
     data = (served.root / name).read_bytes()
     served.cut_short.add(f'/{name}')
     expected = f'the download of {served.url}/{name} stopped after {len(data) // 2} of {len(data)} bytes'
@@ -155,20 +151,20 @@ def test_no_server_says_how_to_use_a_local_copy(tmp_path, hub_cache):
 
 
 def test_local_weights_dir_is_used_before_downloading(served, hub_cache, tmp_path, monkeypatch):
-    state = _backbone_state(1)
-    name = _publish(served, _backbone_state(2))
+    state = random_backbone_state(1)
+    name = _publish(served, random_backbone_state(2))
     local = tmp_path / 'offline'
     local.mkdir()
     torch.save(state, local / name)
     monkeypatch.setenv(WEIGHTS_DIR_ENV, str(local))
     assert _equal(read_checkpoint(f'{served.url}/{name}'), state)
     assert served.hits[f'/{name}'] == 0 and not hub_cache.exists()
-    other = _publish(served, _backbone_state(3), stem='other')  # not in the local folder: downloaded
+    other = _publish(served, random_backbone_state(3), stem='other')  # not in the local folder: downloaded
     assert 'state_dict_ema' in read_checkpoint(f'{served.url}/{other}') and served.hits[f'/{other}'] == 1
 
 
 def test_damaged_cached_copy_names_the_url_and_the_file(served, hub_cache):
-    name = _publish(served, _backbone_state())
+    name = _publish(served, random_backbone_state())
     hub_cache.mkdir(parents=True)
     (hub_cache / name).write_bytes(b'')
     with pytest.raises(CheckpointError, match=f'is empty.*local copy of {served.url}/{name}: delete or replace'):

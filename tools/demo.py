@@ -14,9 +14,12 @@ Steps (each prints its command, its progress and its time; full logs go to WORK_
      (configs/toy/deploy/*: backbone built with deploy=True);
   5. export the fused model to ONNX (tools/export_onnx.py: RetinaNet's whole network in tensor mode,
      Mask R-CNN's backbone + neck) and check it against PyTorch;
-  6. time every form on the validation images in one loop (batch 1; the forms take turns on each
-     image, so machine load hits them alike) and evaluate each one's predictions; the
-     onnxruntime form runs the exported graph with PyTorch pre- and post-processing;
+  6. compare every form's raw network outputs (class scores and box deltas before post-processing;
+     for Mask R-CNN's onnxruntime form the backbone + neck maps of its graph) with the training
+     form's on the first validation image, then time every form on the validation images in one loop
+     (batch 1; the forms take turns on each image, so machine load hits them alike) and evaluate each
+     one's predictions; the onnxruntime form runs the exported graph with PyTorch pre- and
+     post-processing;
   7. draw ground truth and predictions side by side for a few validation images
      (WORK_DIR/predictions.png) and print the table of mAP and latency per form (also written to
      WORK_DIR/results.md and results.json).
@@ -131,17 +134,55 @@ def plot_curve(points: Dict[str, List[tuple]], out: Path, title: str) -> None:
 
 
 # -- timing loop -----------------------------------------------------------------------------------
+def _session(onnx_path: Path, threads: int):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=['CPUExecutionProvider'])
+
+
+def _two_stage(model) -> bool:
+    return hasattr(model, 'rpn_head') and hasattr(model, 'roi_head')
+
+
+def raw_output_differences(models: Dict[str, object], onnx_path: Path, data, threads: int) -> Dict[str, float]:
+    """Per form, ``max |out - ref| / max |ref|`` over the network's raw outputs on the batch ``data``, ``ref``
+    being the training form's (the first of ``models``): tensor mode (class scores and box deltas of
+    every level, before any score threshold or NMS); the last form, onnxruntime, runs its graph: the
+    whole tensor-mode network, or backbone + neck for two-stage detectors."""
+    import numpy as np
+    import torch
+    names = list(models)
+    reference = models[names[0]]
+    batch = reference.data_preprocessor(copy.deepcopy(data), False)
+    inputs, samples = batch['inputs'], batch['data_samples']
+
+    def flat(outputs):
+        return [outputs] if isinstance(outputs, torch.Tensor) else [t for o in outputs for t in flat(o)]
+    with torch.no_grad():
+        ref = {'tensor': flat(reference(inputs, samples, mode='tensor')), 'graph': flat(
+            reference.extract_feat(inputs) if _two_stage(reference) else reference(inputs, samples, mode='tensor'))}
+        outs = {name: ('tensor', flat(models[name](inputs, samples, mode='tensor'))) for name in names[1:-1]}
+    outs[names[-1]] = ('graph', [torch.from_numpy(o) for o in _session(onnx_path, threads).run(
+        None, {'input': np.ascontiguousarray(inputs.numpy())})])
+    diffs = {names[0]: 0.0}
+    for name, (kind, out) in outs.items():
+        if len(out) != len(ref[kind]) or any(a.shape != b.shape for a, b in zip(out, ref[kind])):
+            diffs[name] = float('inf')
+            continue
+        scale = max(float(r.abs().max()) for r in ref[kind])
+        diffs[name] = max(float((o - r).abs().max()) for o, r in zip(out, ref[kind])) / scale
+    return diffs
+
+
 def ort_predictor(model, onnx_path: Path, shape, threads: int) -> Callable:
     """``predict(data) -> data samples`` running the ONNX graph in onnxruntime, with the model's own
     PyTorch pre-processing (normalise, pad) and post-processing (anchors, box decoding, NMS, rescale;
     for two-stage detectors the RPN and RoI heads: the graph is backbone + neck)."""
     import numpy as np
-    import onnxruntime as ort
     import torch
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=['CPUExecutionProvider'])
-    two_stage = hasattr(model, 'rpn_head') and hasattr(model, 'roi_head')
+    session = _session(onnx_path, threads)
+    two_stage = _two_stage(model)
 
     def predict(data):
         data = model.data_preprocessor(data, False)
@@ -321,7 +362,11 @@ def main(argv=None):
          *part], work / 'export_onnx.log', show=NO_WARNINGS)
 
     threads = torch.get_num_threads()
-    print(f'[6/7] timing the four forms on {len(dataloader.dataset)} validation images (batch 1, {threads} '
+    raw = raw_output_differences({form: models.get(form) for form in FORMS}, onnx_path, next(iter(dataloader)),
+                                 threads)
+    print('[6/7] raw outputs on the first validation image, max |diff| / max |training form|: ' +
+          ', '.join(f'{form} {raw[form]:.1e}' for form in FORMS[1:]), flush=True)
+    print(f'      timing the four forms on {len(dataloader.dataset)} validation images (batch 1, {threads} '
           f'threads, forms interleaved)', flush=True)
     start = time.time()
     predictors = {name: models[name].test_step for name in FORMS[:3]}
@@ -342,7 +387,7 @@ def main(argv=None):
             if form in tool_metrics and abs(metrics[key] - tool_metrics[form][key]) > 1e-3:
                 sys.exit(f'{form}: {key} {metrics[key]:.4f} in the timing loop but {tool_metrics[form][key]:.4f} '
                          'from tools/test.py')
-        rows.append(dict(form=form, latency_ms=timed[form]['latency_ms'],
+        rows.append(dict(form=form, latency_ms=timed[form]['latency_ms'], raw_max_rel_diff=raw[form],
                          **{label: metrics[key] for key, label in keys}))
 
     print('[7/7] predictions picture', flush=True)

@@ -4,9 +4,12 @@
         [--out FILE.pkl] [--show-dir DIR] [--trust-checkpoint] [--cfg-options k=v ...]
     bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS
 
-RepFuseHook (in every config of this package; added here when missing) fuses a copy of the model
-after the checkpoint (and EMA weights) are loaded, and checks it against the training form on the
-first batch. ``--no-fuse`` tests the training form instead. Checkpoints are read safely (see
+The checkpoint is loaded strictly (every key of the model, nothing else); files written by mmdet 2.x /
+mmseg 0.x (the papers' released detectors and segmentors) load as they are: a backbone converts its
+official key layout where it differs, and the neck and head keys are unchanged (docs/weights.md, "Trained detectors and
+segmentors"). RepFuseHook (in every config of this package; added here when missing) fuses a copy of
+the model after the checkpoint (and EMA weights) are loaded, and checks it against the training form
+on the first batch. ``--no-fuse`` tests the training form instead. Checkpoints are read safely (see
 rep_backbones/checkpoint.py); ``--trust-checkpoint`` allows full unpickling of a file you trust.
 
 Outputs, as mmdet's / mmseg's own tools/test.py make them:
@@ -24,6 +27,7 @@ Outputs, as mmdet's / mmseg's own tools/test.py make them:
 * ``--out-json FILE``: the metrics as JSON, written atomically.
 """
 import argparse
+import functools
 import os
 
 from mmengine.runner import Runner
@@ -32,6 +36,7 @@ import rep_backbones  # noqa: F401  (registers backbones and hooks)
 from rep_backbones.apis.atomic import write_json
 from rep_backbones.checkpoint import TRUST_ENV
 from rep_backbones.fusion import fold_conv_bn_outside
+from rep_backbones.mm.cuda_ops import check_mmcv_cuda_ops
 from rep_backbones.mm.runner_utils import (DictAction, adapt_to_cpu, add_prediction_dump, draw_test_predictions,
                                            ensure_hook, load_config, remove_hook)
 
@@ -66,6 +71,7 @@ def parse_args():
 
 def main():
     args = parse_args()
+    check_mmcv_cuda_ops()
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
     cfg.load_from = args.checkpoint
@@ -77,6 +83,9 @@ def main():
     if args.show_dir:
         draw_test_predictions(cfg, args.show_dir)
     runner = Runner.from_cfg(cfg)
+    # mmengine loads ``load_from`` non-strictly (a missing key is only a warning): a test must evaluate
+    # every weight of the checkpoint, so any missing or unexpected key stops it, named.
+    runner.load_checkpoint = functools.partial(runner.load_checkpoint, strict=True)
     if args.whole_fused:   # structure only: the values come from the checkpoint, loaded by runner.test()
         fold_conv_bn_outside(runner.model)
     if args.out:

@@ -12,6 +12,7 @@ import os
 from mmengine.runner import Runner
 
 import rep_backbones  # noqa: F401  (registers backbones and hooks)
+from rep_backbones.mm.cuda_ops import check_mmcv_cuda_ops
 from rep_backbones.mm.runner_utils import DictAction, adapt_to_cpu, ensure_hook, load_config
 
 
@@ -32,6 +33,7 @@ def parse_args():
 
 def main():
     args = parse_args()
+    check_mmcv_cuda_ops()
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     cfg.launcher = args.launcher
     adapt_to_cpu(cfg, args.launcher)

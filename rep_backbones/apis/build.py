@@ -45,7 +45,7 @@ def load_config(config, cfg_options: Optional[dict] = None):
 
 def build_model_from_config(config, checkpoint: Optional[str] = None, device: Union[str, torch.device] = 'cpu',
                             scope: Optional[str] = None, cfg_options: Optional[dict] = None,
-                            backbone: Optional[dict] = None) -> nn.Module:
+                            backbone: Optional[dict] = None, keep_sync_bn: bool = False) -> nn.Module:
     """Build ``cfg.model`` in eval mode on ``device``, optionally loading ``checkpoint``.
 
     Args:
@@ -56,6 +56,8 @@ def build_model_from_config(config, checkpoint: Optional[str] = None, device: Un
         cfg_options: ``Config.merge_from_dict`` overrides (``{'model.backbone.arch': '1.5x'}``).
         backbone: replace ``cfg.model.backbone`` by this dict (e.g. ``dict(type='RepGhostNet',
             arch='1.0x')``); the neck's ``in_channels`` follow the new backbone's ``out_channels``.
+        keep_sync_bn: keep the config's SyncBN layers off CUDA too (eval mode needs no process
+            group): the model exactly as DDP trains and tests it. By default they become BN there.
     """
     cfg = load_config(config, cfg_options)
     scope = _infer_scope(cfg, config if isinstance(config, str) else '', scope)
@@ -80,7 +82,7 @@ def build_model_from_config(config, checkpoint: Optional[str] = None, device: Un
     if checkpoint not in NO_CHECKPOINT:
         from mmengine.runner import load_checkpoint
         load_checkpoint(model, str(checkpoint), map_location='cpu')
-    if not str(device).startswith('cuda'):
+    if not keep_sync_bn and not str(device).startswith('cuda'):
         # SyncBN (the paper configs') is plain BN outside distributed GPU training
         from mmengine.model import revert_sync_batchnorm
         model = revert_sync_batchnorm(model)

@@ -109,9 +109,12 @@ class RepFuseHook(Hook):
             original.train(was_training)
             ref = ref if isinstance(ref, (tuple, list)) else (ref,)
             out = fused_out if isinstance(fused_out, (tuple, list)) else (fused_out,)
+            label = name or 'model'
+            if len(ref) != len(out) or any(a.shape != b.shape for a, b in zip(ref, out)):
+                raise RuntimeError(f'RepFuseHook: fused {label} returns maps of shapes {[tuple(b.shape) for b in out]}, '
+                                   f'its training form {[tuple(a.shape) for a in ref]}')
             diff = max((a - b).abs().max().item() for a, b in zip(ref, out))
             scale = max(a.abs().max().item() for a in ref)
-            label = name or 'model'
             print_log(f'RepFuseHook: {label} fused vs training form on the first batch: '
                       f'max |diff| {diff:.3g} (max |output| {scale:.3g})', logger='current')
             if diff > self.tolerance * scale:

@@ -6,13 +6,15 @@ makes the same config run on CPU, visibly (each change is logged):
 
 * SyncBN -> BN everywhere in the config (``SyncBatchNorm`` refuses CPU tensors under DDP);
 * a gloo process group is created before the Runner (mmengine's ``init_dist`` calls
-  ``torch.cuda.set_device``; with a group already there it skips its own set-up);
+  ``torch.cuda.set_device``; with a group already there it skips its own set-up); under
+  ``--launcher slurm`` its rank, size and address come from Slurm's variables, as mmengine takes them;
 * DDP is built with ``device_ids=None`` (mmengine passes ``[LOCAL_RANK]``, which CPU modules reject).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 from typing import Any, List, Optional
 
 import torch
@@ -45,6 +47,19 @@ def _replace_syncbn(node: Any, changed: List[str], path: str = 'cfg') -> Any:
     return node
 
 
+def _slurm_rendezvous() -> None:
+    """The ``env://`` variables that mmengine's slurm set-up derives from Slurm's: rank ``SLURM_PROCID``,
+    world size ``SLURM_NTASKS``, local rank ``SLURM_LOCALID``, the first host of ``SLURM_NODELIST``
+    (``scontrol show hostname``) unless ``MASTER_ADDR`` is set, ``MASTER_PORT`` default 29500."""
+    os.environ.setdefault('MASTER_PORT', '29500')
+    if 'MASTER_ADDR' not in os.environ:
+        nodes = os.environ['SLURM_NODELIST']
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {nodes} | head -n1')
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['RANK'] = os.environ['SLURM_PROCID']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+
+
 def adapt_to_cpu(cfg: Config, launcher: str) -> None:
     """Make a GPU config train/test on CPU (no-op when CUDA is available)."""
     if torch.cuda.is_available():
@@ -58,6 +73,8 @@ def adapt_to_cpu(cfg: Config, launcher: str) -> None:
         print_log(f'[rep_backbones] no CUDA: SyncBN -> BN in {", ".join(changed)}', logger='current')
     if launcher != 'none':
         if not torch.distributed.is_initialized():
+            if launcher == 'slurm':
+                _slurm_rendezvous()
             torch.distributed.init_process_group(backend='gloo')
         cfg.env_cfg = dict(cfg.get('env_cfg', {}), dist_cfg=dict(backend='gloo'))
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,

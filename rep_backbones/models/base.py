@@ -27,7 +27,9 @@ method named ``fuse()``, where one exists, *returns* the module that replaces it
 ``rep_backbones.fuse(model)``, ``backbone.switch_to_deploy()`` and
 ``timm.utils.model.reparameterize_model(model)`` give the same fused model.
 """
-from __future__ import annotations
+# No ``from __future__ import annotations``: torch.fx copies the annotations of the traced root's
+# ``forward`` into its generated code, where a string annotation becomes a name TorchScript cannot
+# resolve (``Unknown type name '_Tensor_'``).
 
 import logging
 from typing import Callable, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -74,7 +76,7 @@ class RepBackbone(nn.Module):
     # it to mmengine's ``initialize`` (kept out of here: this module imports nothing from mm).
     external_initializer: ClassVar[Optional[Callable]] = None
     # Python-side properties that TorchScript would otherwise try to compile with the model
-    __jit_unused_properties__: ClassVar[List[str]] = ['out_channels', 'out_strides']
+    __jit_unused_properties__: ClassVar[List[str]] = ['out_channels', 'out_strides', 'grad_checkpointing']
 
     def __init__(self, out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
                  norm_eval: bool = False, deploy: bool = False, init_cfg: Optional[dict] = None,
@@ -210,9 +212,11 @@ class RepBackbone(nn.Module):
         their own containers, which scripts."""
         return self._walk_stages(x, checkpointed=False)
 
-    def _walk_stages(self, x: Tensor, checkpointed: bool) -> List[Tensor]:
+    def _walk_stages(self, x: Tensor, checkpointed: bool, indices: Optional[Sequence[int]] = None) -> List[Tensor]:
+        """The maps of ``indices`` (default ``out_indices``) in stage order; the walk stops after the last."""
+        indices = self.out_indices if indices is None else indices
         outs = []
-        last = self.out_indices[-1]
+        last = max(indices)
         for idx, modules in enumerate(self.feature_stages()):
             if checkpointed:
                 for segment in _checkpoint_segments(modules):
@@ -221,7 +225,7 @@ class RepBackbone(nn.Module):
                 for module in modules:
                     x = module(x)
             feature = idx - 1
-            if feature in self.out_indices:
+            if feature in indices:
                 outs.append(x.contiguous())    # NCHW out, whatever the deploy memory format inside:
                 # compiled ops downstream (mmcv's RoIAlign) read raw NCHW memory
             if feature == last:
@@ -229,6 +233,15 @@ class RepBackbone(nn.Module):
         return outs
 
     # -- training behaviour ----------------------------------------------------------------------
+    @property
+    def grad_checkpointing(self) -> bool:
+        """timm's name for ``with_cp``."""
+        return self.with_cp
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch for ``with_cp``: activation checkpointing per block while training."""
+        self.with_cp = enable
+
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
             return
@@ -321,7 +334,11 @@ class RepBackbone(nn.Module):
         return report
 
     def _conform(self, state_dict: Dict[str, Tensor], source: str) -> Dict[str, Tensor]:
-        """Refuse a state dict of the other form (train vs deploy); convert official layouts."""
+        """Refuse a state dict of another family or of the other form (train vs deploy); convert
+        official layouts."""
+        foreign = ckpt.foreign_layout(state_dict)
+        if foreign and not any(key in state_dict for key in self.state_dict()):
+            raise ckpt.CheckpointError(f'{type(self).__name__}: {source} holds {foreign}.')
         form = self.state_dict_form(state_dict)
         mine = 'deploy' if self.deploy else 'train'
         if form != mine:
@@ -345,6 +362,11 @@ class RepBackbone(nn.Module):
             for key in own:
                 del state_dict[prefix + key]
             state_dict.update({prefix + k: v for k, v in converted.items()})
+            gone, new = sorted(own.keys() - converted.keys()), sorted(converted.keys() - own.keys())
+            logger.info('%s: converted the official key layout under %r: %d keys -> %d (%d renamed or merged away, '
+                        'e.g. %s; %d new, e.g. %s; %d values folded)', type(self).__name__, prefix, len(own),
+                        len(converted), len(gone), ckpt.abbreviate(gone, 2), len(new), ckpt.abbreviate(new, 2),
+                        sum(converted[k] is not own[k] for k in converted.keys() & own.keys()))
 
 
 def _checkpoint_segments(modules: Sequence[nn.Module]) -> List[nn.Module]:

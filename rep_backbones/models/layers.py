@@ -1,10 +1,13 @@
 """Layers shared by several family files: BatchNorm eps, conv -> BN -> act, the official classifier head."""
-from __future__ import annotations
+# No ``from __future__ import annotations``: torch.fx copies the annotations of the traced root's
+# ``forward`` into its generated code, where a string annotation becomes a name TorchScript cannot
+# resolve (``Unknown type name '_Tensor_'``).
 
-from typing import Optional
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from ..reparam import bn_branch, conv_bn_branch, is_norm, make_conv, merge_branches
@@ -66,9 +69,11 @@ class ConvNormAct(nn.Module):
 class ClassifierForm:
     """timm's classifier interface for the classifier forms (mixed in before the backbone class):
     ``forward(x) = forward_head(forward_features(x))``; ``forward_features`` is the backbone's last
-    map ``[N, C, H, W]``, ``forward_head(x, pre_logits)`` the family's head, plus
-    ``get_classifier`` / ``reset_classifier`` and ``num_classes`` / ``num_features``. A family names
-    its final layer (``classifier_name``) and builds a new one in ``new_classifier(num_classes)``."""
+    map ``[N, num_features, H, W]``, ``forward_head(x, pre_logits=True)`` the pooled vector
+    ``[N, head_hidden_size]`` the final layer reads (wider than ``num_features`` where the head has a
+    hidden layer), plus ``get_classifier`` / ``reset_classifier`` and ``num_classes`` / ``in_chans``.
+    A family names its final layer (``classifier_name``), sets ``num_features`` / ``head_hidden_size``
+    and builds a new final layer in ``new_classifier(num_classes)``."""
     classifier_name = 'classifier'
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -76,6 +81,24 @@ class ClassifierForm:
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: Tensor, indices: Optional[Union[int, List[int]]] = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False
+                              ) -> Union[List[Tensor], Tuple[Tensor, List[Tensor]]]:
+        """timm's feature API (``features_only=True, feature_cls='getter'``): the maps of the
+        ``feature_info`` entries ``indices`` (None: all; an int n: the last n), each
+        ``[N, num_chs, H / reduction, W / reduction]``; unless ``intermediates_only``, preceded by the
+        final map (``forward_features``' output; with ``stop_early`` the last map taken). The nets have
+        no final norm, so ``norm`` changes nothing."""
+        if output_fmt != 'NCHW':
+            raise ValueError(f"only output_fmt='NCHW' is supported, got {output_fmt!r}")
+        take, _ = feature_take_indices(len(self.feature_info), indices)
+        final = len(self.feature_info) - 1
+        extra = not (intermediates_only or stop_early or final in take)
+        maps = self._walk_stages(x, self.with_cp and self.training, take + [final] if extra else take)
+        if intermediates_only:
+            return maps
+        return maps[-1], maps[:-1] if extra else maps
 
     def finish_classifier(self, num_classes: int, deploy: bool) -> None:
         """End of a classifier's ``__init__``: the final layer, then fusion if asked for."""
@@ -90,24 +113,27 @@ class ClassifierForm:
         return getattr(self, self.classifier_name)
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """A new final layer for ``num_classes`` (0: identity); only average pooling exists here."""
+        """A new final layer for ``num_classes`` (0: identity), on the model's device and dtype and in
+        its train/eval mode (as timm's models do); only average pooling exists here."""
         if global_pool not in (None, 'avg'):
             raise ValueError(f"only global_pool='avg' is supported, got {global_pool!r}")
         self.num_classes = num_classes
-        setattr(self, self.classifier_name, self.new_classifier(num_classes) if num_classes else nn.Identity())
+        layer = self.new_classifier(num_classes) if num_classes else nn.Identity()
+        ref = next(self.parameters())
+        setattr(self, self.classifier_name, layer.to(device=ref.device, dtype=ref.dtype).train(self.training))
 
 
 class OfficialClassifierHead(ClassifierForm):
     """The RepGhost-style ImageNet head: GAP -> 1x1 conv to ``hidden`` *with bias* (no BN) -> ReLU
     -> dropout -> Linear. A mixin of the classifier forms: the layers are the classifier's own
     attributes (official keys ``conv_head``, ``classifier``); call :meth:`init_head` from the classifier's ``__init__`` and
-    :meth:`head_forward` on the last feature map."""
+    :meth:`forward_head` on the last feature map."""
 
     def init_head(self, in_chs: int, num_classes: int, drop_rate: float, hidden: int = 1280) -> None:
         self.drop_rate = drop_rate
         self.conv_head = nn.Conv2d(in_chs, hidden, 1, bias=True)
         self.act2 = nn.ReLU(inplace=True)
-        self.num_features = hidden
+        self.num_features, self.head_hidden_size = in_chs, hidden
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.act2(self.conv_head(F.adaptive_avg_pool2d(x, 1)))
@@ -115,4 +141,4 @@ class OfficialClassifierHead(ClassifierForm):
         return x if pre_logits else self.classifier(x)
 
     def new_classifier(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes)
+        return nn.Linear(self.head_hidden_size, num_classes)

@@ -191,5 +191,6 @@ class RepGhostNetClassifier(OfficialClassifierHead, RepGhostNet):
     def __init__(self, arch: str = '1.0x', num_classes: int = 1000, drop_rate: float = 0.2,
                  deploy: bool = False, init_cfg: Optional[dict] = None, in_channels: int = 3):
         super().__init__(arch, out_indices=(4,), deploy=False, init_cfg=init_cfg, in_channels=in_channels)
+        self.in_chans = in_channels
         self.init_head(self.feature_info[-1]['num_chs'], num_classes, drop_rate)
         self.finish_classifier(num_classes, deploy)

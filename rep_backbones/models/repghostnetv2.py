@@ -403,10 +403,18 @@ class _UniversalClassifier(OfficialClassifierHead):
     (bias-free ``conv_head`` + ``norm_head`` BN) load with the BN folded in."""
 
     def __init__(self, arch: str = 'S', num_classes: int = 1000, drop_rate: float = 0.2, deploy: bool = False,
-                 reparam_bn: bool = False, init_cfg: Optional[dict] = None, **kwargs):
-        super().__init__(arch, out_indices=(4,), deploy=False, reparam_bn=reparam_bn, init_cfg=init_cfg, **kwargs)
+                 reparam_bn: bool = False, init_cfg: Optional[dict] = None, in_channels: int = 3, **kwargs):
+        super().__init__(arch, out_indices=(4,), deploy=False, reparam_bn=reparam_bn, init_cfg=init_cfg,
+                         in_channels=in_channels, **kwargs)
+        self.in_chans = in_channels
         self.init_head(self.feature_info[-1]['num_chs'], num_classes, drop_rate)
         self.finish_classifier(num_classes, deploy)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter groups in depth order (layer-wise decay): stem, stages (``coarse``) or
+        blocks, ``conv_head``; the classifier comes last."""
+        return dict(stem=r'^conv_stem|bn1', blocks=[
+            (r'^blocks\.(\d+)' if coarse else r'^blocks\.(\d+)\.(\d+)', None), (r'^conv_head', (99999,))])
 
     def convert_state_dict(self, state_dict: Dict[str, Tensor], form: str) -> Dict[str, Tensor]:
         state_dict = super().convert_state_dict(state_dict, form)

@@ -32,14 +32,19 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
 from .. import checkpoint as ckpt
-from ..reparam import (avg_pool_kernel, bn_scale_shift, fold_preceding_affine, fuse_bn_conv, identity_kernel,
-                       make_conv, tiled_identity_kernel)
+from ..reparam import (BorderCorrectedConv2d, avg_pool_kernel, bn_scale_shift, fold_preceding_affine, fuse_bn_conv,
+                       identity_kernel, make_conv, tiled_identity_kernel)
 from .base import RepBackbone, apply_norm_cfg, arch_aliases
 from .layers import BN_EPS, ClassifierForm
 from .zoo import register_backbone, register_classifier
+
+# The deploy depthwise conv finds its border strips by Python arithmetic on the input size, which a
+# symbolic trace cannot follow: timm's FX tracer keeps it as one module call (TorchScript compiles it).
+register_notrace_module(BorderCorrectedConv2d)
 
 
 class RepMobileArch(NamedTuple):
@@ -224,12 +229,19 @@ class RepMobileClassifier(ClassifierForm, RepMobile):
         final_dim = max(1024, dim)
         self.head = nn.Sequential(nn.Conv2d(dim, final_dim, 1, bias=False), nn.BatchNorm2d(final_dim, eps=BN_EPS),
                                   nn.ReLU(inplace=True))
-        self.num_features, self.distillation, self.drop_rate = final_dim, distillation, drop_rate
+        self.num_features, self.head_hidden_size = dim, final_dim
+        self.distillation, self.drop_rate, self.in_chans = distillation, drop_rate, in_channels
         self.finish_classifier(num_classes, deploy)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter groups in depth order (layer-wise decay): stem, layers (``coarse``) or
+        blocks, the 1x1 ``head`` conv; the classifier comes last."""
+        return dict(stem=r'^stem', blocks=[
+            (r'^layer(\d+)' if coarse else r'^layer(\d+)\.(\d+)', None), (r'^head\.', (99999,))])
 
     def forward_head(self, x: Tensor, pre_logits: bool = False):
         x = F.adaptive_avg_pool2d(self.head(x), 1).flatten(1)
         return x if pre_logits else self.classifier(x)
 
     def new_classifier(self, num_classes: int) -> nn.Module:
-        return RepMobileHead(self.num_features, num_classes, self.distillation, self.drop_rate)
+        return RepMobileHead(self.head_hidden_size, num_classes, self.distillation, self.drop_rate)

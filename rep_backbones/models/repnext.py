@@ -49,6 +49,10 @@ from .base import RepBackbone, apply_norm_cfg, arch_aliases
 from .layers import BN_EPS, ClassifierForm
 from .zoo import register_backbone, register_classifier
 
+# The border profile branches on its kernel's shape and is sized by the input height, which a symbolic
+# trace cannot follow: torch.fx (timm's FX tracer included) records it as one call, which TorchScript compiles.
+torch.fx.wrap('serial_bias_border_profile')
+
 
 class RepNeXtArch(NamedTuple):
     embed_dim: Tuple[int, int, int, int]
@@ -655,10 +659,15 @@ class RepNeXtClassifier(ClassifierForm, RepNeXt):
                  single_branch: bool = False, init_cfg: Optional[dict] = None, in_channels: int = 3):
         super().__init__(arch, out_indices=(3,), deploy=False, single_branch=single_branch,
                          drop_path_rate=drop_path_rate, init_cfg=init_cfg, in_channels=in_channels)
-        self.drop_rate = drop_rate
-        self.distillation = distillation
-        self.num_features = self.feature_info[-1]['num_chs']
+        self.drop_rate, self.distillation, self.in_chans = drop_rate, distillation, in_channels
+        self.num_features = self.head_hidden_size = self.feature_info[-1]['num_chs']
         self.finish_classifier(num_classes, deploy)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter groups in depth order (layer-wise decay), RepViT's: stem, stages
+        (``coarse``) or downsample / blocks; the head comes last."""
+        return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else [
+            (r'^stages\.(\d+)\.downsample', (0,)), (r'^stages\.(\d+)\.blocks\.(\d+)', None)])
 
     def forward_head(self, x: Tensor, pre_logits: bool = False):
         x = F.dropout(x.mean((2, 3)), p=self.drop_rate, training=self.training)
@@ -667,5 +676,5 @@ class RepNeXtClassifier(ClassifierForm, RepNeXt):
     def new_classifier(self, num_classes: int) -> nn.Module:
         """The distillation head, or (fused model) the one Linear it fuses to."""
         if self.deploy:
-            return nn.Linear(self.num_features, num_classes)
-        return DistillationHead(self.num_features, num_classes, self.distillation)
+            return nn.Linear(self.head_hidden_size, num_classes)
+        return DistillationHead(self.head_hidden_size, num_classes, self.distillation)

@@ -141,13 +141,31 @@ def _dropped_activation(module: nn.Module) -> bool:
 def restore_norm_act(module: nn.Module) -> nn.Module:
     """timm's norm+act layer (SyncBN or not, as ``module`` is) holding ``module``'s parameters,
     statistics, dropout and activation: undoes what :func:`_dropped_activation` detects."""
-    cls = SyncBatchNormAct if isinstance(module, nn.SyncBatchNorm) else BatchNormAct2d
+    drop = getattr(module, 'drop', None)
+    return _rebuilt_norm(SyncBatchNormAct if isinstance(module, nn.SyncBatchNorm) else BatchNormAct2d, module,
+                         drop=nn.Identity() if drop is None else drop, act=module.act)
+
+
+def unsynced_norm(module: nn.SyncBatchNorm) -> nn.BatchNorm2d:
+    """The plain twin of a SyncBN layer (timm's ``SyncBatchNormAct`` -> ``BatchNormAct2d`` with its
+    dropout and activation), sharing its parameters and statistics. In eval mode the two compute the
+    same; timm's block fusers need it because they ``assert isinstance(bn, nn.BatchNorm2d)``, which
+    ``SyncBatchNorm`` is not."""
+    if isinstance(module, SyncBatchNormAct):
+        return _rebuilt_norm(BatchNormAct2d, module, drop=module.drop, act=module.act)
+    return _rebuilt_norm(nn.BatchNorm2d, module)
+
+
+def _rebuilt_norm(cls: type, module: nn.Module, drop: Optional[nn.Module] = None,
+                  act: Optional[nn.Module] = None) -> nn.Module:
+    """A ``cls`` BatchNorm sharing ``module``'s parameters and statistics (and timm's norm+act
+    ``drop`` / ``act`` children when given), in ``module``'s train/eval mode."""
     new = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
     new.weight, new.bias = module.weight, module.bias
     new.running_mean, new.running_var = module.running_mean, module.running_var
     new.num_batches_tracked = module.num_batches_tracked
-    drop = getattr(module, 'drop', None)
-    new.drop, new.act = nn.Identity() if drop is None else drop, module.act
+    if act is not None:
+        new.drop, new.act = drop, act
     return new.train(module.training)
 
 
@@ -271,7 +289,12 @@ class TimmRepBackbone(RepBackbone):
 
     # -- fusion ----------------------------------------------------------------------------------
     def _reparameterize(self) -> None:
-        """timm's own re-parameterizations, then every conv + BN pair folded (see module doc)."""
+        """timm's own re-parameterizations, then every conv + BN pair folded (see module doc).
+        SyncBN layers (``norm_cfg=dict(type='SyncBN')``, as DDP trains and tests them) are made
+        plain BN first: timm's block fusers accept only ``nn.BatchNorm2d``."""
+        for name, module in list(self.named_modules()):
+            if isinstance(module, nn.SyncBatchNorm):
+                self.set_submodule(name, unsynced_norm(module))
         reparameterize_model(self, inplace=True)
         for module in self.modules():
             # FastViT's RepMixer, ReparamLargeKernelConv and RepConditionalPosEnc fuse again (and fail)

@@ -7,8 +7,10 @@ configs themselves.
 
 One model per training config in a family folder (``deploy/`` and the flat former names left out).
 Read from the config: task, dataset, schedule, batch size, backbone and its ``init_cfg.checkpoint``
-(an http(s) URL becomes the model's ``Weights``: the backbone's ImageNet weights, not a trained
-detector). Counted here, with ``rep_backbones.analysis`` (what ``tools/analysis/complexity.py``
+(an http(s) URL becomes the model's ``Backbone Checkpoint``: the ImageNet weights training starts
+from). ``Weights`` is, as everywhere in OpenMMLab, the *trained* detector or segmentor
+(``TRAINED_WEIGHTS`` below): listed where the paper released one, absent elsewhere, so
+``mim search rep_backbones --field weight`` lists exactly the models with trained weights. Counted here, with ``rep_backbones.analysis`` (what ``tools/analysis/complexity.py``
 prints): the backbone's parameters as the config builds it (training form and fused) and its FLOPs
 (conv + linear multiply-accumulates, as the papers count them) in the fused form for one image at the
 task's input size. ``Results`` are the papers' numbers (``PAPER_RESULTS`` below, each with its
@@ -83,6 +85,17 @@ PAPER_RESULTS = {
     'fpn_repmobile-l_8xb4-40k_ade20k-512x512': {'mIoU': 42.2},
 }
 RESULTS_SOURCE = 'paper (official code and run, not re-run with this package)'
+# Trained detectors / segmentors released with the papers: a model's ``Weights`` (what ``mim download``
+# fetches and ``mim test --checkpoint`` evaluates). Written by mmdet 2.28 / mmseg 0.30; they load into
+# these configs as they are (docs/weights.md, "Trained detectors and segmentors"). RepMobile's README
+# links RepViT's files (repvit_m1_1_coco.pth, ...), not RepMobile models: none are listed for it.
+REPNEXT_RELEASE = 'https://github.com/suous/RepNeXt/releases/download/v1.0/'
+TRAINED_WEIGHTS = {
+    **{f'mask-rcnn_repnext-m{i}_fpn_1x_coco': f'{REPNEXT_RELEASE}repnext_m{i}_coco.pth' for i in (3, 4, 5)},
+    **{f'fpn_repnext-m{i}_4xb4-80k_ade20k-512x512': f'{REPNEXT_RELEASE}repnext_m{i}_ade20k.pth' for i in (3, 4, 5)},
+}
+TRAINED_WEIGHTS_ORIGIN = {'mmdet': 'official release, mmdet 2.28 checkpoint (loads as it is)',
+                        'mmseg': 'official release, mmseg 0.30 checkpoint (loads as it is)'}
 TASKS = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation', 'mIoU': 'Semantic Segmentation'}
 # (height, width) of one test image: mmdet's 1333x800 COCO scale, mmseg's 512x512 ADE20K crop.
 INPUT_SIZE = {'mmdet': (800, 1333), 'mmseg': (512, 512)}
@@ -141,7 +154,10 @@ def model_entry(path: Path, collection: str, pretrained: str) -> dict:
                             for metric, value in PAPER_RESULTS[name].items()]
     checkpoint = (backbone.get('init_cfg') or {}).get('checkpoint', '')
     if checkpoint.startswith(('http://', 'https://')):
-        entry['Weights'] = checkpoint
+        metadata['Backbone Checkpoint'] = checkpoint
+    if name in TRAINED_WEIGHTS:
+        metadata['Checkpoint Origin'] = TRAINED_WEIGHTS_ORIGIN[scope]
+        entry['Weights'] = TRAINED_WEIGHTS[name]
     return entry
 
 

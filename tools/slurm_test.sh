@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Testing on a Slurm cluster, with mmdetection's interface:
+#   bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
+#   e.g. bash tools/slurm_test.sh gpu repghost configs/mask_rcnn_repghost_1_3x.py work_dirs/repghost/epoch_36.pth
+# GPUS: tasks (one per GPU, default 8); GPUS_PER_NODE (default 8, at most GPUS); CPUS_PER_TASK (default 5);
+# SRUN_ARGS: more srun options (split at spaces), e.g. SRUN_ARGS="--time=02:00:00".
+# PYTHON: the interpreter (default: the checkout's .venv/bin/python if it exists, else python).
+set -euo pipefail
+USAGE="usage: bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]"
+PARTITION=${1:?$USAGE}
+JOB_NAME=${2:?$USAGE}
+CONFIG=${3:?$USAGE}
+CHECKPOINT=${4:?$USAGE}
+GPUS=${GPUS:-8}
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+CPUS_PER_TASK=${CPUS_PER_TASK:-5}
+read -r -a SRUN_EXTRA <<< "${SRUN_ARGS:-}"
+if (( GPUS_PER_NODE > GPUS )); then GPUS_PER_NODE=$GPUS; fi
+DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$DIR")"
+# Interpreter: $PYTHON if set, else the project's environment (tools/setup_env.sh), else python on PATH.
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python; fi
+fi
+PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
+srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" --ntasks="$GPUS" \
+    --ntasks-per-node="$GPUS_PER_NODE" --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 \
+    "${SRUN_EXTRA[@]}" \
+    "$PYTHON" -u "$DIR/test.py" "$CONFIG" "$CHECKPOINT" --launcher=slurm "${@:5}"
