@@ -2,22 +2,23 @@
 inference form. RepFuseHook, ``tools/fuse_checkpoint.py`` and ONNX export all call it.
 
 ``whole=True`` also folds the conv+BN pairs of the rest of the model (necks and heads that use BN or
-SyncBN, as several upstream configs do), found structurally, never by module order:
-
-* an mmcv ``ConvModule`` whose ``order`` starts with ``('conv', 'norm')`` and whose norm is a
-  BatchNorm: the BN reads exactly the conv's output (ConvModule's forward), so it folds into the
-  conv (which gets a bias) and becomes ``nn.Identity`` under its name;
-* ``Conv2d -> BatchNorm`` / ``Linear -> BatchNorm1d`` neighbours inside an ``nn.Sequential``.
+SyncBN, as several official configs do), found structurally, never by module order, by the rule of
+the backbones' own walk (:func:`~rep_backbones.reparam.conv_bn_pairs`: ``Conv2d -> BatchNorm`` /
+``Linear -> BatchNorm1d`` neighbours in a plain ``nn.Sequential``) plus mmcv's ``ConvModule`` whose
+``order`` starts with ``('conv', 'norm')``: its BN reads exactly the conv's output. Each pair is
+folded in place (:func:`~rep_backbones.reparam.fold_conv_bn`), the BN left as ``nn.Identity``.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import List
 
+import torch
 from torch import nn
 
-from .models.base import RepBackbone
-from .reparam import fold_bn_pairs, fold_sequential_pairs, is_norm
+from .models.base import NoOfficialForm, RepBackbone
+from .reparam import conv_bn_pairs, fold_conv_bn, is_norm
 
 
 @dataclass
@@ -77,21 +78,22 @@ def fold_conv_bn_outside(model: nn.Module, skip_ids=frozenset()) -> int:
         nonlocal folded
         if id(module) in skip_ids:
             return
-        order = getattr(module, 'order', None)
-        norm_name = getattr(module, 'norm_name', None)
-        if (isinstance(getattr(module, 'conv', None), nn.Conv2d) and norm_name and tuple(order or ())[:2] == ('conv', 'norm')
-                and is_norm(getattr(module, norm_name, None))):
-            fold_bn_pairs(module, [('conv', norm_name)])
-            folded += 1
-        if isinstance(module, nn.Sequential):
-            before = sum(is_norm(m) for m in module.children())
-            fold_sequential_pairs(module)
-            folded += before - sum(is_norm(m) for m in module.children())
+        pairs = conv_bn_pairs(module) + conv_module_pair(module)
+        folded += sum(fold_conv_bn(module, conv, bn) for conv, bn in pairs)
         for child in module.children():
             visit(child)
 
     visit(model)
     return folded
+
+
+def conv_module_pair(module: nn.Module) -> List[tuple]:
+    """``[('conv', norm_name)]`` for an mmcv ``ConvModule`` that applies its BatchNorm right after its conv."""
+    norm_name = getattr(module, 'norm_name', None)
+    if (isinstance(getattr(module, 'conv', None), nn.Conv2d) and norm_name and is_norm(getattr(module, norm_name, None))
+            and tuple(getattr(module, 'order', None) or ())[:2] == ('conv', 'norm')):
+        return [('conv', norm_name)]
+    return []
 
 
 def fuse(model: nn.Module, whole: bool = False) -> nn.Module:
@@ -104,3 +106,17 @@ def fuse(model: nn.Module, whole: bool = False) -> nn.Module:
     """
     fuse_with_report(model, whole)
     return model
+
+
+@torch.no_grad()
+def official_fused(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` (a backbone or classifier in training form) fused the way its family's
+    official converter does (``model.to_official_form()``): what official fused files hold, the
+    baseline the benchmark compares ``fuse`` with. ``model`` is not changed. Raises
+    :class:`NoOfficialForm` for families without an official converter and for fused models."""
+    if not isinstance(model, RepBackbone):
+        raise NoOfficialForm(f'{type(model).__name__} is not a re-parameterizable backbone: no official fusion')
+    if model.deploy:
+        raise NoOfficialForm(f'{type(model).__name__} is already fused (deploy=True); the official-style form '
+                             'is made from the training form')
+    return copy.deepcopy(model).to_official_form()

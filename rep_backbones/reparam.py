@@ -1,18 +1,21 @@
-"""Re-parameterization algebra shared by every family.
+"""Re-parameterization algebra shared by every family, and the one rule and primitive for conv -> BN pairs.
 
 Every training-time branch of a re-parameterizable block is a linear map of its input, so it can be
 written as a convolution kernel ``W`` of shape ``[C_out, C_in / groups, kh, kw]`` plus a bias ``b`` of
 shape ``[C_out]``. Branches that read the same input with the same stride (and centre-aligned
 padding) are then merged by summing their kernels after padding them to a common size.
 
-All functions work on tensors (no module surgery) except :func:`fuse_conv_bn`, which builds the
-replacement ``nn.Conv2d`` for a conv followed by BatchNorm. BatchNorm here means any
-``torch.nn.modules.batchnorm._BatchNorm`` (BatchNorm2d, SyncBatchNorm, timm's BatchNormAct2d):
-in eval mode they all compute ``(x - running_mean) / sqrt(running_var + eps) * weight + bias``.
+The kernel functions work on tensors. Module surgery is in three places: :func:`make_conv` builds a
+replacement conv, :func:`fold_conv_bn` folds one conv -> BN pair in place (the primitive every fusion
+walk uses, with the pairs that :func:`conv_bn_pairs` finds), and :func:`reparameterize_tree` is the
+backbones' walk. BatchNorm here means any ``torch.nn.modules.batchnorm._BatchNorm`` (BatchNorm2d,
+SyncBatchNorm, timm's BatchNormAct2d): in eval mode they all compute
+``(x - running_mean) / sqrt(running_var + eps) * weight + bias``.
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from collections import OrderedDict
+from typing import Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -47,20 +50,14 @@ def bn_scale_shift(bn: _BatchNorm) -> KernelBias:
 
 def fold_bn(kernel: Tensor, bias: Optional[Tensor], bn: _BatchNorm) -> KernelBias:
     """Fold a BatchNorm that follows a conv ``(kernel, bias)``: returns the equivalent conv."""
-    scale, shift = bn_scale_shift(bn)
-    if bias is None:
-        bias = torch.zeros_like(scale)
-    return kernel * scale.reshape(-1, 1, 1, 1), bias * scale + shift
+    return fold_following_affine(kernel, bias, *bn_scale_shift(bn))
 
 
 def fold_preceding_affine(kernel: Tensor, bias: Optional[Tensor], scale: Tensor, shift: Tensor,
                           groups: int = 1) -> KernelBias:
-    """Fold a per-channel affine ``x * scale + shift`` applied *before* a conv into the conv.
-
-    Exact where the conv sees no zero padding (a 1x1 conv, or interior pixels of a padded conv):
-    the padded zeros are not shifted, so at borders the caller must handle the difference.
-    ``kernel``: ``[C_out, C_in / groups, kh, kw]``, ``scale``/``shift``: ``[C_in]``.
-    """
+    """Fold a per-channel affine ``x * scale + shift`` (``[C_in]``) applied *before* a conv into it.
+    Exact where the conv sees no zero padding (1x1, or interior pixels): the padded zeros are not
+    shifted, so at borders the caller handles the difference (:class:`BorderCorrectedConv2d`)."""
     c_out, c_in_g = kernel.shape[:2]
     scale_g = scale.reshape(groups, 1, c_in_g)          # input channels of each group
     shift_g = shift.reshape(groups, 1, c_in_g)
@@ -142,52 +139,102 @@ def make_conv(template: nn.Conv2d, kernel: Tensor, bias: Tensor) -> nn.Conv2d:
     return conv
 
 
+# -- conv -> BatchNorm pairs: one rule, one in-place fold ----------------------------------------------
+PairTable = Mapping[type, Sequence[Tuple[str, str]]]
+
+
+def is_plain_sequential(module: nn.Module) -> bool:
+    """An ``nn.Sequential`` (or subclass) whose forward is the plain chain of its children."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def can_fold_into(layer: nn.Module) -> bool:
+    """Whether :func:`fold_bn_into` can absorb a following BatchNorm into ``layer``."""
+    return isinstance(layer, (nn.Conv2d, nn.Linear))
+
+
+def conv_bn_pairs(module: nn.Module, foreign: Optional[PairTable] = None,
+                  can_fold: Callable[[nn.Module], bool] = can_fold_into) -> List[Tuple[str, str]]:
+    """``(conv, bn)`` submodule names of ``module`` where ``bn`` reads exactly ``conv``'s output (data
+    flow, never module order), declared one way:
+
+    * by ``module.conv_bn_pairs()``, where its class defines it (the package's blocks and backbones);
+    * else by ``foreign[type(module)]``: an owner's table for classes it does not define (timm blocks);
+    * in a plain ``nn.Sequential``: every (``can_fold`` layer, BatchNorm) neighbour.
+
+    Pairs whose BN is already folded (``nn.Identity``) are kept, so that the same names describe a
+    state dict in either form; pairs with an absent (``None``) member are left out."""
+    own = getattr(module, 'conv_bn_pairs', None)
+    if callable(own):
+        pairs = list(own())
+    else:
+        pairs = list((foreign or {}).get(type(module), ()))
+    if is_plain_sequential(module):
+        kids = list(module.named_children())
+        pairs += [(a, b) for (a, conv), (b, bn) in zip(kids[:-1], kids[1:])
+                  if can_fold(conv) and (is_norm(bn) or isinstance(bn, nn.Identity))]
+    return [(c, b) for c, b in pairs if _child(module, c) is not None and _child(module, b) is not None]
+
+
+def _child(module: nn.Module, name: str) -> Optional[nn.Module]:
+    try:
+        return module.get_submodule(name)
+    except AttributeError:
+        return None
+
+
 @torch.no_grad()
-def fuse_conv_bn(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
-    """The single biased conv equal to ``bn(conv(x))`` in eval mode."""
-    kernel, bias = conv_bn_branch(conv, bn)
-    return make_conv(conv, kernel.detach().clone(), bias.detach().clone())
+def fold_affine_into(layer: nn.Module, scale: Tensor, shift: Tensor) -> None:
+    """In place: ``layer`` (an ``nn.Conv2d`` of any class, or ``nn.Linear``) becomes
+    ``layer(x) * scale + shift`` per output channel; its class stays, a bias is added if it had none."""
+    if not can_fold_into(layer):
+        raise TypeError(f'cannot fold a BatchNorm into {type(layer).__name__}')
+    kernel, bias = fold_following_affine(layer.weight, layer.bias, scale, shift)
+    layer.weight = nn.Parameter(kernel.detach().clone())
+    layer.bias = nn.Parameter(bias.detach().clone())
 
 
-def fold_bn_pairs(model: nn.Module, pairs: Iterable[Tuple[str, str]]) -> None:
-    """Module surgery: for each ``(conv_name, bn_name)`` with ``bn`` applied right after ``conv``,
-    replace the conv by the fused conv and the BN by ``nn.Identity`` (keys stay stable)."""
-    for conv_name, bn_name in pairs:
-        bn = model.get_submodule(bn_name)
-        if not is_norm(bn):
-            continue  # already folded
-        conv = model.get_submodule(conv_name)
-        model.set_submodule(conv_name, fuse_conv_bn(conv, bn).train(conv.training))
-        model.set_submodule(bn_name, nn.Identity().train(bn.training))
+def fold_bn_into(layer: nn.Module, bn: _BatchNorm) -> None:
+    """In place: ``layer`` becomes ``bn(layer(x))`` (eval mode; :func:`fold_affine_into`)."""
+    fold_affine_into(layer, *bn_scale_shift(bn))
 
 
-@torch.no_grad()
-def fold_sequential_pairs(seq: nn.Sequential) -> None:
-    """Module surgery inside an ``nn.Sequential``, where child ``i``'s output is exactly child
-    ``i + 1``'s input: every ``Conv2d -> BatchNorm`` (and ``Linear -> BatchNorm1d``) pair becomes
-    the fused layer followed by ``nn.Identity`` (indices, hence state-dict keys, stay stable)."""
-    children = list(seq._modules.items())
-    for (name, layer), (bn_name, bn) in zip(children[:-1], children[1:]):
-        if not is_norm(bn):
-            continue
-        if isinstance(layer, nn.Conv2d):
-            seq._modules[name] = fuse_conv_bn(layer, bn).train(layer.training)
-        elif isinstance(layer, nn.Linear):
-            seq._modules[name] = fuse_linear_bn(layer, bn).train(layer.training)
-        else:
-            continue
-        seq._modules[bn_name] = nn.Identity().train(bn.training)
+def norm_remainder(bn: nn.Module) -> nn.Module:
+    """What is left of a folded BatchNorm: timm's norm+act layers keep their dropout and activation
+    (same child names, so parameterised activations keep their keys); a plain BN leaves ``nn.Identity``."""
+    drop, act = getattr(bn, 'drop', None), getattr(bn, 'act', None)
+    if drop is None and act is None:
+        return nn.Identity()
+    return nn.Sequential(OrderedDict(drop=nn.Identity() if drop is None else drop,
+                                     act=nn.Identity() if act is None else act))
 
 
 @torch.no_grad()
-def reparameterize_tree(module: nn.Module, conv_bn_pairs=None) -> None:
+def fold_conv_bn(parent: nn.Module, conv_name: str, bn_name: str,
+                 fold: Callable[[nn.Module, nn.Module], None] = fold_bn_into) -> bool:
+    """The in-place fold of one pair of :func:`conv_bn_pairs`: the conv absorbs the BN (``fold``), the
+    BN becomes :func:`norm_remainder` under its name (keys stay stable). False when already folded."""
+    bn = parent.get_submodule(bn_name)
+    if not is_norm(bn):
+        return False
+    fold(parent.get_submodule(conv_name), bn)
+    parent.set_submodule(bn_name, norm_remainder(bn).train(bn.training))
+    return True
+
+
+def fold_conv_bn_pairs(module: nn.Module, foreign: Optional[PairTable] = None) -> int:
+    """Fold every pair :func:`conv_bn_pairs` finds directly in ``module``; returns how many."""
+    return sum(fold_conv_bn(module, conv, bn) for conv, bn in conv_bn_pairs(module, foreign))
+
+
+@torch.no_grad()
+def reparameterize_tree(module: nn.Module, foreign: Optional[PairTable] = None) -> None:
     """Fuse every descendant of ``module`` in place: the one walk every backbone uses.
 
     For each child, depth first (the order of ``timm.utils.model.reparameterize_model``):
     ``child.fuse()`` *returns* its replacement; ``child.switch_to_deploy()`` (or timm's
-    ``reparameterize()``) changes it in place. Then, structurally (never by module order, which is
-    not data flow): the ``(conv, bn)`` attribute pairs that ``conv_bn_pairs(child)`` names for the
-    child are folded, and adjacent pairs inside every ``nn.Sequential`` (:func:`fold_sequential_pairs`).
+    ``reparameterize()``) changes it in place; the walk goes into it; then the child's own conv -> BN
+    pairs are folded (:func:`conv_bn_pairs` with ``foreign``, :func:`fold_conv_bn`).
     """
     for name, child in list(module.named_children()):
         if hasattr(child, 'fuse'):
@@ -197,11 +244,8 @@ def reparameterize_tree(module: nn.Module, conv_bn_pairs=None) -> None:
             child.switch_to_deploy()
         elif hasattr(child, 'reparameterize'):
             child.reparameterize()
-        if conv_bn_pairs is not None:
-            fold_bn_pairs(child, conv_bn_pairs(child))
-        reparameterize_tree(child, conv_bn_pairs)
-    if isinstance(module, nn.Sequential):
-        fold_sequential_pairs(module)
+        reparameterize_tree(child, foreign)
+        fold_conv_bn_pairs(child, foreign)
 
 
 @torch.no_grad()
@@ -216,11 +260,8 @@ def fold_bn_pairs_in_state_dict(state_dict: dict, pairs: Iterable[Tuple[str, str
                                          state_dict.pop(f'{bn_name}.weight', None),
                                          state_dict.pop(f'{bn_name}.bias', None), eps)
         state_dict.pop(f'{bn_name}.num_batches_tracked', None)
-        weight = state_dict[f'{conv_name}.weight']
-        bias = state_dict.get(f'{conv_name}.bias')
-        bias = torch.zeros_like(scale) if bias is None else bias
-        state_dict[f'{conv_name}.weight'] = weight * scale.reshape(-1, *[1] * (weight.dim() - 1))
-        state_dict[f'{conv_name}.bias'] = bias * scale + shift
+        state_dict[f'{conv_name}.weight'], state_dict[f'{conv_name}.bias'] = fold_following_affine(
+            state_dict[f'{conv_name}.weight'], state_dict.get(f'{conv_name}.bias'), scale, shift)
     return state_dict
 
 
@@ -228,13 +269,9 @@ def fold_bn_pairs_in_state_dict(state_dict: dict, pairs: Iterable[Tuple[str, str
 
 def avg_pool_kernel(channels: int, kernel_size: Sequence[int] = (3, 3), *,
                     dtype: torch.dtype = torch.float32, device=None) -> Tensor:
-    """Depthwise kernel (``groups=channels``) of ``nn.AvgPool2d(kernel_size, stride, padding)``.
-
-    Exact only for ``count_include_pad=True`` (PyTorch's default) and ``ceil_mode=False``: the
-    divisor is then always ``kh * kw`` and the padded positions are zeros, which is what a zero-padded
-    conv with the same stride/padding computes. (``count_include_pad=False`` divides by the number of
-    in-image taps, a position-dependent factor no kernel can express.)
-    """
+    """Depthwise kernel (``groups=channels``) of ``nn.AvgPool2d(kernel_size, stride, padding)``; exact
+    only for ``count_include_pad=True`` (PyTorch's default) and ``ceil_mode=False``, where the divisor is
+    always ``kh * kw`` (otherwise it depends on the position, which no kernel expresses)."""
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
     return torch.full((channels, 1, kh, kw), 1.0 / (kh * kw), dtype=dtype, device=device)
 
@@ -250,12 +287,8 @@ def tiled_identity_kernel(in_channels: int, repeats: int, size: Sequence[int] = 
 
 def preceding_shift_taps(kernel: Tensor, shift: Tensor, groups: int = 1) -> Tensor:
     """``[C_out, kh, kw]``: what each kernel tap adds to the output when the conv's input is the
-    per-channel constant ``shift`` (a preceding BatchNorm's shift).
-
-    Their sum over the taps is the bias that :func:`fold_preceding_affine` adds; a zero-padded conv
-    sees the constant only on in-image taps, so at the border its output lacks the taps that fall on
-    the padding: that is the border correction of :class:`BorderCorrectedConv2d`.
-    """
+    per-channel constant ``shift`` (a preceding BatchNorm's shift); their sum is the bias
+    :func:`fold_preceding_affine` adds, the taps on padding :class:`BorderCorrectedConv2d`'s correction."""
     c_out, c_in_g = kernel.shape[:2]
     k = kernel.reshape(groups, c_out // groups, c_in_g, *kernel.shape[2:])
     taps = (k * shift.reshape(groups, 1, c_in_g, 1, 1)).sum(dim=2)
@@ -292,18 +325,14 @@ def _border_runs(n_in: int, n_out: int, k: int, stride: int, pad: int,
 
 
 class BorderCorrectedConv2d(nn.Conv2d):
-    """A zero-padded conv that also carries a *preceding* BatchNorm folded into it, exactly.
+    """A zero-padded conv that also carries a *preceding* BatchNorm ``x * s + t`` folded into it, exactly.
 
-    ``conv(bn(x))`` with ``bn(x) = x * s + t`` and zero padding equals ``conv'(x)`` with the kernel
-    scaled by ``s`` and the bias raised by ``sum(taps)`` (``taps = preceding_shift_taps(W, t)``)
-    everywhere except where the window overlaps the padding: there the original conv read zeros
-    instead of ``t``, so ``sum(taps over padded positions)`` must be taken off again. That correction
-    depends only on the position, never on the data, and is non-zero only in the outer
-    ``ceil(padding / stride)`` rows and columns; it is applied in place to those few border strips
-    (``O(C * (H + W))`` work next to the conv's ``O(C * H * W * kh * kw)``), so the fused layer matches
-    the training form at every pixel for any input size, odd ones included.
-
-    ``border_taps`` (``[C_out, kh, kw]``, a buffer saved in the state dict) are the ``taps`` above.
+    The kernel is scaled by ``s`` and the bias raised by ``sum(taps)`` (``border_taps`` =
+    :func:`preceding_shift_taps`, ``[C_out, kh, kw]``, saved in the state dict); where the window
+    overlaps the padding the original conv read zeros instead of ``t``, so the taps on padding are
+    taken off again. That correction depends on the position only and lives in the outer
+    ``ceil(padding / stride)`` rows and columns: it is subtracted in place from those border strips
+    (``O(C * (H + W))`` work), exact at every pixel for any input size.
     """
     # The eager per-size cache (:meth:`_cached_border_strips`) is a dict TorchScript cannot type.
     __jit_ignored_attributes__ = ['_border_strip_cache']
@@ -355,12 +384,10 @@ class BorderCorrectedConv2d(nn.Conv2d):
 
     @torch.jit.unused
     def _cached_border_strips(self, x: Tensor, out: Tensor) -> Tuple[List[Tuple[int, int, int, int]], Tensor]:
-        """:meth:`border_strips`, kept per input size (eager only). Building them is Python work of the
-        order of the strip updates themselves, the same for every call at one size; a detector sees a few
-        sizes. The key holds ``border_taps``' version counter and storage, so that a changed or moved buffer
-        (``load_state_dict``, ``copy_``, ``.to()``) is never served stale values; at most 16 sizes are kept.
-        Built afresh instead when caching cannot be sound: fake tensors (``torch.compile`` / ``torch.export``)
-        have no data, and taps made in inference mode have no version counter to show a change."""
+        """:meth:`border_strips`, kept per input size (eager only; at most 16 sizes). The key holds
+        ``border_taps``' version counter and storage, so a changed or moved buffer is never served stale
+        values; built afresh where caching cannot be sound (fake tensors under ``torch.compile`` /
+        ``torch.export``, taps made in inference mode, which have no version counter)."""
         taps = self.border_taps
         if torch.compiler.is_compiling() or torch.compiler.is_exporting() or taps.is_inference():
             return self.border_strips(x.shape[-2], x.shape[-1], out.shape[-2], out.shape[-1], out.dtype)
@@ -420,27 +447,11 @@ def fuse_bn_conv(bn: _BatchNorm, conv: nn.Conv2d, extra: Optional[KernelBias] = 
     return make_border_corrected_conv(conv, kernel.detach().clone(), bias.detach().clone(), taps.detach().clone())
 
 
-@torch.no_grad()
-def fuse_linear_bn(linear: nn.Linear, bn: _BatchNorm) -> nn.Linear:
-    """The biased ``nn.Linear`` equal to ``bn(linear(x))`` (BatchNorm1d) in eval mode."""
-    scale, shift = bn_scale_shift(bn)
-    bias = linear.bias if linear.bias is not None else torch.zeros_like(scale)
-    fused = nn.Linear(linear.in_features, linear.out_features, bias=True, device=linear.weight.device,
-                      dtype=linear.weight.dtype)
-    fused.weight.copy_(linear.weight * scale[:, None])
-    fused.bias.copy_(bias * scale + shift)
-    return fused
-
-
 # -- kernels of dilated and serial (composed) depthwise convolutions -----------------------------------
 
 def fold_following_affine(kernel: Tensor, bias: Optional[Tensor], scale: Tensor, shift: Tensor) -> KernelBias:
-    """Fold a per-channel affine ``y * scale + shift`` applied *after* a conv into the conv.
-
-    Always exact (also at borders). ``scale``/``shift``: ``[C_out]``. :func:`fold_bn` is the
-    special case of a BatchNorm; use this one when the affine is a slice of a wider BatchNorm or
-    the combination of several.
-    """
+    """Fold a per-channel affine ``y * scale + shift`` (``[C_out]``) applied *after* a conv (or linear
+    layer) into it; always exact. :func:`fold_bn` is the BatchNorm case."""
     if bias is None:
         bias = torch.zeros_like(scale)
     return kernel * scale.reshape(-1, *([1] * (kernel.dim() - 1))), bias * scale + shift
@@ -459,20 +470,14 @@ def dilate_kernel(kernel: Tensor, dilation: Union[int, Sequence[int]]) -> Tensor
 
 def compose_depthwise(first: Tensor, second: Tensor, first_bias: Optional[Tensor] = None,
                       second_bias: Optional[Tensor] = None) -> KernelBias:
-    """One depthwise conv equal to depthwise conv ``first`` followed by depthwise conv ``second``.
+    """One depthwise conv equal to depthwise conv ``first`` then ``second`` (kernels ``[C, 1, kh, kw]``,
+    both "same"-padded): the per-channel full convolution of the kernels, size
+    ``(kh1 + kh2 - 1, kw1 + kw2 - 1)``, bias ``second_bias + first_bias * sum(second)``.
 
-    Kernels ``[C, 1, kh, kw]`` (same ``C``; both "same"-padded, i.e. padding ``(k - 1) // 2`` with
-    odd sizes); the result is the per-channel full convolution of the two kernels, of size
-    ``(kh1 + kh2 - 1, kw1 + kw2 - 1)``, padding ``(k - 1) // 2`` again, and bias
-    ``second_bias + first_bias * sum(second)``.
-
-    Exactness: the serial pair pads its *intermediate* map with zeros, the composed conv does not
-    see that map. Both agree everywhere when the first kernel is a single row and the second a
-    single column (or the reverse, or either is 1x1) **and** ``first_bias`` is zero; a non-zero
-    ``first_bias`` is then only exact away from the borders that the second kernel crosses (see
-    :func:`serial_bias_border_profile`). The same holds with strides when the first conv strides
-    only along its own axis (``(1, s)`` for a ``1 x k`` row) and the second along its own
-    (``(s, 1)``): the composite then has stride ``s`` in both directions.
+    Exact everywhere for a row kernel then a column kernel (or the reverse, or a 1x1) without
+    ``first_bias``, also with each conv striding along its own axis: the serial pair zero-pads its
+    intermediate map, which the composite never sees, so a ``first_bias`` is exact only away from the
+    borders the second kernel crosses (:func:`serial_bias_border_profile` corrects them).
     """
     if first.shape[1] != 1 or second.shape[1] != 1 or first.shape[0] != second.shape[0]:
         raise ValueError(f'compose_depthwise needs depthwise kernels [C, 1, kh, kw] with equal C, got '

@@ -21,13 +21,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from . import checkpoint as ckpt
-from .models.repghostnetv2 import SPECS, RepGhostNetV2Classifier
-from .models.repmobile import ARCHS as REPMOBILE_ARCHS
-from .models.repmobile import RepMobileClassifier
-from .models.repnext import ARCHS as REPNEXT_ARCHS
-from .models.repnext import RepNeXtClassifier
-
-REPNEXT_RELEASE = 'https://github.com/suous/RepNeXt/releases/download/v1.0'
+from .models import CLASSIFIERS
 
 
 def _cfg(first_conv: str, classifier, file_name: str = '', url: str = '', input_size: int = 224, key: str = '',
@@ -41,27 +35,11 @@ def _cfg(first_conv: str, classifier, file_name: str = '', url: str = '', input_
                 origin_url=origin, license=license, notes=notes)
 
 
-# name -> (classifier class, arch, pretrained_cfg)
-MODELS: Dict[str, tuple] = {}
-for _arch, _spec in SPECS.items():
-    # The RepGhostNetV2 repository has released no weights (its readme: "TODO: release checkpoints").
-    MODELS[f'repghostnetv2_{_arch.lower()}'] = (RepGhostNetV2Classifier, _arch, _cfg(
-        'conv_stem', 'classifier', input_size=_spec.img_size, origin='https://github.com/ChengpengChen/RepGhostNetV2',
-        license='mit'))
-for _arch in REPNEXT_ARCHS:
-    _file = f'repnext_{_arch.lower()}_distill_300e.pth'
-    _released = not _arch.endswith('E')           # release v1.0 has the M0-M5 distilled checkpoints
-    MODELS[f'repnext_{_arch.lower()}'] = (RepNeXtClassifier, _arch, _cfg(
-        'stem.stem.0.conv', ('head.head.linear', 'head.head_dist.linear'),
-        file_name=_file if _released else '', url=f'{REPNEXT_RELEASE}/{_file}' if _released else '',
-        key='model' if _released else '', origin='https://github.com/suous/RepNeXt',
-        license='apache-2.0'))
-for _arch in REPMOBILE_ARCHS:
-    # The RepMobile repository links its ImageNet weights from its readme (no direct release URL).
-    MODELS[f'repmobile_{_arch.lower()}'] = (RepMobileClassifier, _arch, _cfg(
-        'stem.0', 'classifier.classifier.4', file_name=f'RepMobile_{_arch}.pth', key='model',
-        origin='https://github.com/zhanghao5201/RepMobile', license='none stated by the repository'))
-
+# name -> (classifier class, arch, pretrained_cfg): every variant of each classifier with a ``timm_prefix``
+# (the families timm does not have)
+MODELS: Dict[str, tuple] = {
+    f'{cls.timm_prefix}_{arch.lower()}': (cls, arch, _cfg(**cls.timm_release(arch)))
+    for cls in CLASSIFIERS.values() if cls.timm_prefix for arch in cls.arch_settings}
 default_cfgs = generate_default_cfgs({name: cfg for name, (_, _, cfg) in MODELS.items()})
 
 
@@ -76,18 +54,12 @@ def _create(name: str, pretrained: bool = False, **kwargs):
     cls, arch, _ = MODELS[name]
 
     def build(in_chans: int = 3, **model_kwargs):     # timm's argument names -> the classifier's
-        if cls is RepNeXtClassifier:
-            # timm's convention for distilled models (LeViT, RepViT): one output in training too,
-            # unless asked for (the official training returns (head, head_dist) for the distillation loss).
-            model_kwargs.setdefault('distillation', False)
-        return cls(arch=arch, in_channels=in_chans, **model_kwargs)
+        return cls(arch=arch, in_channels=in_chans, **{**cls.timm_defaults, **model_kwargs})
 
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
-    # timm's FeatureListNet finds the feature_info modules among the model's children, with the top-level
-    # nn.Sequential containers unrolled once: 'blocks.0' / 'stages.0' need that, RepMobile's 'layer0' not.
-    flatten = cls is not RepMobileClassifier
     return build_model_with_cfg(build, name, pretrained, pretrained_filter_fn=_load_filter,
-                                feature_cfg=dict(flatten_sequential=flatten, out_indices=out_indices), **kwargs)
+                                feature_cfg=dict(flatten_sequential=cls.timm_flatten_sequential,
+                                                 out_indices=out_indices), **kwargs)
 
 
 def _register(name: str) -> None:

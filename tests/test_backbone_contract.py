@@ -117,7 +117,8 @@ def test_frozen_stages_norm_eval_and_with_cp(name, monkeypatch):
     x = torch.randn(2, 3, 64, 64)
     import rep_backbones.models.base as base
     calls = []
-    monkeypatch.setattr(base, 'checkpoint', lambda fn, *a, **k: calls.append(fn) or torch.utils.checkpoint.checkpoint(fn, *a, **k))
+    monkeypatch.setattr(base, 'checkpoint',
+                        lambda fn, *a, **k: calls.append(fn) or torch.utils.checkpoint.checkpoint(fn, *a, **k))
     grads = []
     for net in (plain, checkpointed):
         sum(o.square().mean() for o in net(x)).backward()
@@ -133,7 +134,7 @@ SCRIPT_CASES.update({
     'RepGhostNet-final-conv': ('RepGhostNet', dict(out_indices=(1, 4))),    # the final 1x1 conv, an early tap
     'MobileNetV4-final-conv': ('MobileNetV4', dict(out_indices=(0, 2, 4))),
     'RepGhostNetV2-rep-bn-one-map': ('RepGhostNetV2', dict(reparam_bn=True, out_indices=(2,))),  # stops early
-    'RepNeXt-single-branch': ('RepNeXt', dict(single_branch=True)),       # level 2: border term, cat order
+    'RepNeXt-single-branch': ('RepNeXt', dict(fusion_level=2)),       # level 2: border term, cat order
     'RepMobile-two-maps': ('RepMobile', dict(out_indices=(1, 3)))})
 
 
@@ -152,3 +153,29 @@ def test_fused_backbone_scripts_and_equals_eager(name, kwargs):
             outs = scripted(x[:1])
     assert isinstance(outs, list) and len(outs) == len(ref) == len(model.out_indices)
     assert_rel_close(ref, outs, rtol=1e-6, what='scripted map')
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_official_form_and_int8_layout_keep_the_function(name):
+    """``official_fused`` (where the family has an official converter; ``NoOfficialForm`` otherwise) and
+    ``to_int8_layout`` (on the fused backbone only) change the graph, never the eval-mode function."""
+    from rep_backbones.fusion import NoOfficialForm, official_fused
+    arch = BACKBONES[name].representative_archs[0]
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *SMALL_ODD)
+    model = _nontrivial_bn(_build(name, arch), x).eval()
+    with torch.no_grad():
+        ref = model(x)
+        try:
+            official = official_fused(model)
+        except NoOfficialForm:
+            assert name not in ('RepGhostNet', 'RepNeXt')
+        else:
+            assert not model.deploy and 0 < count_norms(official) < count_norms(model)
+            assert_rel_close(official(x), ref)
+        with pytest.raises(ValueError, match='not fused'):
+            model.to_int8_layout()
+        fused = rep_backbones.fuse(copy.deepcopy(model))
+        assert fused.to_int8_layout() == BACKBONES[name].int8_layout
+        # float32 rounding moves with the graph (RepMobile's split shortcut adds x outside the kernel)
+        assert_rel_close(fused(x), ref, rtol=1e-3)

@@ -13,10 +13,12 @@ import torch
 from mmengine.optim import OptimWrapper
 
 import rep_backbones
+from rep_backbones.io.build import build_model_from_config
 from rep_backbones.models import BACKBONES
-from rep_backbones.apis.build import build_model_from_config
 
 from .helpers import assert_fusion_exact, calibrate_bn, damp_deep_plain_backbone
+
+pytestmark = [pytest.mark.slow, pytest.mark.mm]
 
 TOY_RETINANET = 'configs/toy/toy_retinanet_repghost_1_0x.py'
 # The package's families; TimmRepBackbone does the same in the toy RetinaNet in tests/test_timm_backbone.py.

@@ -1,4 +1,4 @@
-"""Upstream-style fused forms (rep_backbones/apis/upstream_forms.py) and tools/benchmark.py: the
+"""Official-style fused forms (rep_backbones.fusion.official_fused) and tools/benchmark.py: the
 forms equal the training form and keep exactly the BatchNorms the official converters keep; the
 tool's JSON has the expected columns, each row timed the form it names, and the JSON is written
 atomically."""
@@ -13,9 +13,11 @@ import torch
 from timm.models.repghost import RepGhostModule
 
 from rep_backbones.apis import benchmark as bm
-from rep_backbones.apis.upstream_forms import NoUpstreamForm, upstream_fused
+from rep_backbones.fusion import NoOfficialForm, official_fused
 from rep_backbones.models import build_backbone, build_classifier
 from tests.helpers import assert_fusion_exact, count_norms, keys_file, load_tool, randomize_bn, run
+
+pytestmark = pytest.mark.deploy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(ROOT, 'configs', 'toy')
@@ -38,7 +40,7 @@ def _reference_keys(name: str) -> dict:
 
 def _assert_equal_outputs(model, upstream, x):
     """The upstream form equals the training form: float64 algebra and float32 outputs."""
-    assert_fusion_exact(model, upstream, x, upstream_fused)
+    assert_fusion_exact(model, upstream, x, official_fused)
 
 
 # -- upstream-style forms ----------------------------------------------------------------------
@@ -47,7 +49,7 @@ def test_repghostnet_upstream_form(arch, keys):
     torch.manual_seed(0)
     model = randomize_bn(build_backbone('RepGhostNet', arch=arch, out_indices=(0, 1, 2, 3, 4))).eval()
     before = count_norms(model)
-    upstream = upstream_fused(model)
+    upstream = official_fused(model)
     _assert_equal_outputs(model, upstream, torch.randn(1, 3, 67, 93))
     assert count_norms(model) == before, 'the training form must not be touched'
     # every conv+BN pair outside the RepGhost modules keeps its BN; each module loses two
@@ -64,7 +66,7 @@ def test_repghostnet_upstream_form(arch, keys):
 def test_repnext_upstream_form(arch):
     torch.manual_seed(0)
     model = randomize_bn(build_backbone('RepNeXt', arch=arch)).eval()
-    upstream = upstream_fused(model)
+    upstream = official_fused(model)
     _assert_equal_outputs(model, upstream, torch.randn(1, 3, 67, 93))
     # one standalone norm per block and per downsample survives, nothing else
     units = [n for n, m in model.named_modules() if hasattr(m, 'token_mixer')]   # blocks and downsamples
@@ -83,20 +85,20 @@ def test_repnext_upstream_form(arch):
 def test_repnext_classifier_upstream_form_equal():
     torch.manual_seed(0)
     model = randomize_bn(build_classifier('RepNeXt', arch='M0', num_classes=10)).eval()
-    upstream = upstream_fused(model)
+    upstream = official_fused(model)
     _assert_equal_outputs(model, upstream, torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.parametrize('name, arch', [('MobileNetV4', 'S'), ('RepGhostNetV2', 'S'), ('RepMobile', 'S'),
                                         ('RepNeXt', 'M0E')])
 def test_no_upstream_form(name, arch):
-    with pytest.raises(NoUpstreamForm, match='no (upstream|official) fusion'):
-        upstream_fused(build_backbone(name, arch=arch))
+    with pytest.raises(NoOfficialForm, match='no (upstream|official) fusion'):
+        official_fused(build_backbone(name, arch=arch))
 
 
 def test_upstream_form_refuses_fused_model():
-    with pytest.raises(NoUpstreamForm, match='already fused'):
-        upstream_fused(build_backbone('RepGhostNet', arch='0.5x', deploy=True))
+    with pytest.raises(NoOfficialForm, match='already fused'):
+        official_fused(build_backbone('RepGhostNet', arch='0.5x', deploy=True))
 
 
 # -- the tool ----------------------------------------------------------------------------------
@@ -151,7 +153,7 @@ def test_backbone_table_json(tmp_path, one_thread, timed_norms, capsys):
         train = timed_norms[(model, 'train', fmt)][0]
         assert {'train': norms > 0, 'upstream': 0 < norms < train, 'fused': norms == 0, 'ort': norms == 0}[variant], \
             (model, variant, fmt, norms)
-    assert any('MobileNetV4' in k and 'no upstream fusion' in v for k, v in data['notes'].items())
+    assert any('MobileNetV4' in k and 'no official fusion' in v for k, v in data['notes'].items())
     for r in data['results']:
         assert r['n'] == 2 and 0 < r['min_ms'] <= r['median_ms'] <= r['p90_ms']
         assert r['speedup_vs_train'] > 0

@@ -11,8 +11,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from rep_backbones.checkpoint import (CheckpointError, CheckpointNotFoundError, UntrustedCheckpointError,
-                                     read_checkpoint)
+from rep_backbones.checkpoint import CheckpointError, CheckpointNotFoundError, UntrustedCheckpointError, read_checkpoint
 from rep_backbones.models import build_backbone
 
 from .helpers import random_backbone_state

@@ -4,13 +4,16 @@ release files; placeholders fail clearly."""
 import ast
 import glob
 import os
+import re
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from rep_backbones.apis.build import build_model_from_config
 from rep_backbones.checkpoint import CheckpointError
+from rep_backbones.io.build import build_model_from_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.mm]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, 'configs')
@@ -86,6 +89,9 @@ def test_former_names_are_stubs_of_the_family_configs():
         assert family in FAMILIES and (rest[0] == 'deploy') == _rel(path).startswith('deploy/'), _rel(path)
         targets[_rel(path)] = _rel(target)
     assert len(set(targets.values())) == len(targets) == 84
+    readme = open(os.path.join(CONFIG_DIR, 'README.md')).read()
+    listed = dict(re.findall(r'^\| `([^`]+\.py)` \| \[`([^`]+\.py)`\]', readme, re.M))
+    assert listed == targets, 'configs/README.md lists the former names and their targets'
     # the README's command line: the stub is the family config
     old, new = 'mask_rcnn_repghost_1_3x.py', 'repghostnet/mask-rcnn_repghostnet-1.3x_fpn_1x_coco.py'
     assert targets[old] == new
@@ -153,7 +159,8 @@ def test_existing_project_needs_only_custom_imports(tmp_path, scope, base):
         f"_base_ = ['{base}']\n"
         "custom_imports = dict(imports=['rep_backbones'], allow_failed_imports=False)\n"
         "model = dict(backbone=dict(_delete_=True, type='RepGhostNet', arch='1.0x'),\n"
-        + ("             pretrained=None,  # mmseg passes model.pretrained to the backbone\n" if scope == 'mmseg' else '')
+        + ("             pretrained=None,  # mmseg passes model.pretrained to the backbone\n"
+           if scope == 'mmseg' else '')
         +
         "             neck=dict(in_channels=[24, 40, 112, 160]))\n")
     model = build_model_from_config(str(cfg_file))

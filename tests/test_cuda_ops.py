@@ -12,6 +12,8 @@ from rep_backbones.mm import cuda_ops
 
 from .helpers import require, run
 
+pytestmark = pytest.mark.mm
+
 FIX = 'REP_BACKBONES_MMCV_CUDA=1 bash tools/setup_env.sh'
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from .helpers import load_tool, run
 
+pytestmark = pytest.mark.deploy
+
 demo = load_tool('tools/demo.py')
 FORMS = ['training form', 'fused (RepFuseHook)', 'fused checkpoint, deploy config', 'onnxruntime']
 # fused forms vs the training form, raw outputs (float32): the project's fusion tolerance; onnxruntime

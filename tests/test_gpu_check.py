@@ -13,6 +13,8 @@ import torch
 
 from .helpers import load_tool, require, run
 
+pytestmark = pytest.mark.tools
+
 
 @pytest.fixture(scope='module')
 def gpu_check():

@@ -18,6 +18,8 @@ from rep_backbones.models import RepGhostNet
 
 from .helpers import count_norms, randomize_bn
 
+pytestmark = pytest.mark.mm
+
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
 def test_backbones_build_from_mmdet_and_mmseg_registries(scope):
@@ -30,6 +32,27 @@ def test_backbones_build_from_mmdet_and_mmseg_registries(scope):
     assert isinstance(scoped, RepGhostNet)
     hooks = __import__(f'{scope}.registry', fromlist=['HOOKS']).HOOKS
     assert hooks.get('RepFuseHook') is RepFuseHook
+
+
+def test_a_short_name_taken_in_the_root_registry_is_left_to_its_owner():
+    """Registration never overwrites another package's name (no ``force=True``): the short name stays
+    with its owner, with a warning, and the scoped name builds this package's class."""
+    from mmengine.registry import Registry
+
+    from rep_backbones.mm.registry import register
+    root = Registry('toy model')
+    scoped = Registry('toy model', parent=root, scope='rep_backbones')
+
+    class TheirNet(torch.nn.Module):
+        pass
+
+    root.register_module(name='RepGhostNet', module=TheirNet)
+    assert not register(RepGhostNet, 'RepGhostNet', scoped=scoped, root=root)
+    assert root.get('RepGhostNet') is TheirNet
+    assert scoped.get('rep_backbones.RepGhostNet') is RepGhostNet
+    assert register(RepGhostNet, 'RepGhostNet', scoped=scoped, root=root) is False  # idempotent
+    assert register(RepGhostNet, 'OurNet', scoped=scoped, root=root)
+    assert root.get('OurNet') is RepGhostNet
 
 
 def test_non_pretrained_init_cfg_goes_to_mmengine():
@@ -103,6 +126,32 @@ def trained(tmp_path_factory):
 def test_checkpoints_of_our_runs_load_safely(trained):
     ckpt = read_checkpoint(str(trained / 'epoch_2.pth'), trust=False)
     assert {'state_dict', 'message_hub', 'ema_state_dict'} <= set(ckpt)
+
+
+def test_mmengine_reads_what_it_can_and_the_safe_reader_only_the_rest(trained, tmp_path, monkeypatch):
+    """Through mmengine's ``CheckpointLoader``: a plain weights file is read by mmengine's own reader
+    (the safe reader is not called), a Runner checkpoint (which mmengine's reader refuses on torch >= 2.6)
+    by the safe one, and a damaged file gets the safe reader's message naming the file."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from rep_backbones.checkpoint import CheckpointError
+    from rep_backbones.mm import safe_load
+    calls = []
+    monkeypatch.setattr(safe_load, 'read_checkpoint',
+                        lambda *a, **k: calls.append(a[0]) or read_checkpoint(*a, **k))
+    plain = tmp_path / 'plain.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}}, plain)
+    assert torch.equal(CheckpointLoader.load_checkpoint(str(plain))['state_dict']['w'], torch.ones(2))
+    assert calls == []
+    runner_file = str(trained / 'epoch_2.pth')
+    assert 'message_hub' in CheckpointLoader.load_checkpoint(runner_file)
+    assert calls == [runner_file]
+    damaged = tmp_path / 'damaged.pth'
+    damaged.write_bytes(plain.read_bytes()[:-40])
+    with pytest.raises(CheckpointError, match='damaged.pth'):
+        CheckpointLoader.load_checkpoint(str(damaged))
+    with pytest.raises(FileNotFoundError):
+        CheckpointLoader.load_checkpoint(str(tmp_path / 'missing.pth'))
 
 
 def test_checkpoint_without_safe_hook_is_refused_unless_trusted(tmp_path, monkeypatch):

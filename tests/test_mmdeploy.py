@@ -3,7 +3,7 @@ RepGhostNet 1.0x backbone (the toy configs):
 
 training-form checkpoint (seeded random weights and BN statistics) -> ``tools/fuse_checkpoint.py`` ->
 deploy form (``model.backbone.deploy=True``) -> mmdeploy ``torch2onnx`` through
-``rep_backbones.apis.mmdeploy_compat`` with ``configs/mmdeploy/*`` -> one ONNX graph with post-processing ->
+``rep_backbones.deploy.mmdeploy_compat`` with ``configs/mmdeploy/*`` -> one ONNX graph with post-processing ->
 mmdeploy's onnxruntime ``End2EndModel``, compared with the fused PyTorch model on seeded toy images: the
 traced one and new ones (detection: two sizes, one graph with dynamic shapes; segmentation: the traced size,
 the only one at which the graph is exact, docs/deploy.md). Detections are matched (boxes, scores, labels,
@@ -24,10 +24,12 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from rep_backbones.apis import mmdeploy_compat
-from rep_backbones.apis.build import build_model_from_config
+from rep_backbones.deploy import mmdeploy_compat, mmdeploy_verify
+from rep_backbones.io.build import build_model_from_config
 
 from .helpers import load_tool
+
+pytestmark = pytest.mark.deploy
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / 'configs' / 'mmdeploy'
@@ -113,7 +115,7 @@ def exported(tmp_path_factory):
             train = _train_checkpoint(config, work / 'train.pth')
             fused = str(work / 'fused.pth')
             _fuse_checkpoint_tool()(str(ROOT / config), train, fused)
-            model_cfg = mmdeploy_compat.load_model_config(ROOT / config, {'model.backbone.deploy': True})
+            model_cfg = mmdeploy_verify.load_model_config(ROOT / config, {'model.backbone.deploy': True})
             deploy_cfg = str(DEPLOY / deploy_cfg)
             onnx_file = mmdeploy_compat.torch2onnx(_traced_image(name), str(work), 'end2end.onnx', deploy_cfg,
                                                    model_cfg, fused)
@@ -141,9 +143,9 @@ def test_onnxruntime_matches_fused_pytorch(name, exported):
     as mmdeploy's graph does (``mmdet_postprocessing_as_mmdeploy``); plain mmdet differs by mmdeploy's design,
     pinned by ``test_mask_rcnn_differs_from_plain_mmdet`` and ``test_mmdeploy_rpn_pads_its_proposals_with_a_zero_box``."""
     _, fused, onnx_file, model_cfg, deploy_cfg = exported(name)
-    processor, pytorch_model, ort_model = mmdeploy_compat.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
+    processor, pytorch_model, ort_model = mmdeploy_verify.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
     assert pytorch_model.backbone.deploy
-    context = mmdeploy_compat.mmdet_postprocessing_as_mmdeploy if name == 'mask_rcnn' else contextlib.nullcontext
+    context = mmdeploy_verify.mmdet_postprocessing_as_mmdeploy if name == 'mask_rcnn' else contextlib.nullcontext
     for img in _images(name):
         diff = _predict_and_compare(processor, pytorch_model, ort_model, img, context)
         print(f'{name} {img.shape[0]}x{img.shape[1]}: {diff}')
@@ -172,7 +174,7 @@ def _predict_and_compare(processor, reference_model, other_model, img: np.ndarra
         with reference_context():
             ref = reference_model.test_step(copy.deepcopy(data))[0]
         got = other_model.test_step(copy.deepcopy(data))[0]
-    return mmdeploy_compat.compare_predictions(ref, got, top_k=TOP_K)
+    return mmdeploy_verify.compare_predictions(ref, got, top_k=TOP_K)
 
 
 def test_mask_rcnn_graph_equals_mmdeploys_rewritten_model(exported):
@@ -182,11 +184,11 @@ def test_mask_rcnn_graph_equals_mmdeploys_rewritten_model(exported):
     detection's partner has the same label and a box within RAW_BOX_TOL (the order of equal scores may differ:
     onnxruntime's NMS and TopK against mmcv's nms and a sort)."""
     _, fused, onnx_file, model_cfg, deploy_cfg = exported('mask_rcnn')
-    processor, pytorch_model, ort_model = mmdeploy_compat.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
+    processor, pytorch_model, ort_model = mmdeploy_verify.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
     for img in _images('mask_rcnn')[::2]:   # the traced 320x384 one and the new 96x192 one
         data, _ = processor.create_input(img)
         batch = pytorch_model.data_preprocessor(copy.deepcopy(data), False)
-        eager = [t[0] for t in mmdeploy_compat.rewritten_predict(pytorch_model, deploy_cfg, batch['inputs'],
+        eager = [t[0] for t in mmdeploy_verify.rewritten_predict(pytorch_model, deploy_cfg, batch['inputs'],
                                                                    batch['data_samples'])]
         graph = [torch.as_tensor(np.asarray(t))[0] for t in ort_model.predict(batch['inputs'])]
         diff = _raw_diff(eager, graph)
@@ -228,7 +230,7 @@ def test_mask_rcnn_differs_from_plain_mmdet(exported):
     ``test_onnxruntime_matches_fused_pytorch``. If this fails, mmdeploy post-processes as mmdet now: update the
     docs and this test."""
     _, fused, onnx_file, model_cfg, deploy_cfg = exported('mask_rcnn')
-    processor, pytorch_model, ort_model = mmdeploy_compat.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
+    processor, pytorch_model, ort_model = mmdeploy_verify.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
     plain = _predict_and_compare(processor, pytorch_model, ort_model, _traced_image('mask_rcnn'))
     print(f'mask_rcnn vs plain mmdet: {plain}')
     assert plain['max_box_diff'] > 1, plain   # measured 29.8 px (pairs accepted at IoU >= 0.5); aligned: 6.9e-5
@@ -242,7 +244,7 @@ def test_mmdeploy_rpn_pads_its_proposals_with_a_zero_box(exported):
     pixel). ``mmdet_postprocessing_as_mmdeploy`` appends the same row, so mmdet then has that detection too."""
     from mmdet.models.roi_heads import StandardRoIHead
     _, fused, onnx_file, model_cfg, deploy_cfg = exported('mask_rcnn')
-    processor, pytorch_model, ort_model = mmdeploy_compat.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
+    processor, pytorch_model, ort_model = mmdeploy_verify.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
     data, _ = processor.create_input(_traced_image('mask_rcnn'))
     batch = pytorch_model.data_preprocessor(copy.deepcopy(data), False)
     seen, predict = [], StandardRoIHead.predict
@@ -252,9 +254,9 @@ def test_mmdeploy_rpn_pads_its_proposals_with_a_zero_box(exported):
         return predict(self, x, rpn_results_list, *args, **kwargs)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(StandardRoIHead, 'predict', spy)
-        mmdeploy_compat.rewritten_predict(pytorch_model, deploy_cfg, batch['inputs'], batch['data_samples'])
+        mmdeploy_verify.rewritten_predict(pytorch_model, deploy_cfg, batch['inputs'], batch['data_samples'])
         pytorch_model.test_step(copy.deepcopy(data))
-        with mmdeploy_compat.mmdet_postprocessing_as_mmdeploy():
+        with mmdeploy_verify.mmdet_postprocessing_as_mmdeploy():
             pytorch_model.test_step(copy.deepcopy(data))
     (graph_proposals, _), plain, aligned = seen[0], seen[1][0], seen[2][0]
     max_per_img = pytorch_model.test_cfg.rpn.max_per_img
@@ -306,7 +308,7 @@ def test_mmdeploy_box_head_gives_every_class_the_top_class_box():
         res = head.predict_by_feat((rois,), (logits,), (deltas,), metas, rcnn_test_cfg=cfg)[0]
         return {int(label): box for label, box in zip(res.labels, res.bboxes)}
     plain = mmdet_boxes()
-    with mmdeploy_compat.mmdet_postprocessing_as_mmdeploy():
+    with mmdeploy_verify.mmdet_postprocessing_as_mmdeploy():
         aligned = mmdet_boxes()
     deploy_cfg = load_config(str(DEPLOY / CASES['mask_rcnn'][1]))[0]
     with RewriterContext(cfg=deploy_cfg, backend='onnxruntime', ir=IR.ONNX, opset=16), torch.no_grad():
@@ -324,11 +326,11 @@ def test_training_checkpoint_route_is_fused_by_mmdeploy(exported):
     ``build_pytorch_model`` calls ``backbone.switch_to_deploy()``; the result predicts what the fused
     checkpoint's deploy form predicts, and what its ONNX graph predicts."""
     train, fused, onnx_file, model_cfg, deploy_cfg = exported('retinanet')
-    train_cfg = mmdeploy_compat.load_model_config(ROOT / CASES['retinanet'][0])
+    train_cfg = mmdeploy_verify.load_model_config(ROOT / CASES['retinanet'][0])
     assert not train_cfg.model.backbone.get('deploy', False)
-    processor, from_training, ort_model = mmdeploy_compat.build_models(deploy_cfg, train_cfg, train, [onnx_file])
+    processor, from_training, ort_model = mmdeploy_verify.build_models(deploy_cfg, train_cfg, train, [onnx_file])
     assert from_training.backbone.deploy, 'mmdeploy did not call switch_to_deploy()'
-    _, from_fused, _ = mmdeploy_compat.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
+    _, from_fused, _ = mmdeploy_verify.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
     img = _toy_image(np.random.default_rng(2), 160, 192)
     for other in (from_fused, ort_model):
         diff = _predict_and_compare(processor, from_training, other, img)
@@ -365,11 +367,11 @@ def test_mmdet_postprocessing_as_mmdeploy_is_undone():
     def methods():
         return RPNHead.__dict__['_bbox_post_process'], BBoxHead.__dict__['_predict_by_feat_single']
     before = methods()
-    with mmdeploy_compat.mmdet_postprocessing_as_mmdeploy():
+    with mmdeploy_verify.mmdet_postprocessing_as_mmdeploy():
         assert all(a is not b for a, b in zip(methods(), before))
     assert methods() == before
     with pytest.raises(RuntimeError, match='inside'):
-        with mmdeploy_compat.mmdet_postprocessing_as_mmdeploy():
+        with mmdeploy_verify.mmdet_postprocessing_as_mmdeploy():
             raise RuntimeError('inside')
     assert methods() == before
 
@@ -380,11 +382,11 @@ def test_load_model_config_uses_the_test_dataloader_pipeline():
     from mmengine.config import Config
     path = ROOT / CASES['retinanet'][0]
     assert Config.fromfile(path).test_pipeline != Config.fromfile(path).test_dataloader.dataset.pipeline
-    cfg = mmdeploy_compat.load_model_config(path, {'model.backbone.deploy': True})
+    cfg = mmdeploy_verify.load_model_config(path, {'model.backbone.deploy': True})
     assert cfg.test_pipeline == cfg.test_dataloader.dataset.pipeline and cfg.model.backbone.deploy
     bare = Config(dict(model=dict(type='RetinaNet')))
     with pytest.raises(ValueError, match='neither test_pipeline nor test_dataloader'):
-        mmdeploy_compat.load_model_config(bare)
+        mmdeploy_verify.load_model_config(bare)
 
 
 def test_roi_align_symbolic_matches_mmcv_at_opset_16(tmp_path):

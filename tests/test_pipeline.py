@@ -9,10 +9,11 @@ import sys
 import pytest
 import torch
 
-from detection.toy_coco import make_toy_coco
-from segmentation.toy_ade20k import make_toy_ade20k
+from rep_backbones.toy_data import make_toy_ade20k, make_toy_coco
 
 from .helpers import ROOT, assert_rel_close, build_wheel, free_port, require_mim, run, run_ok
+
+pytestmark = [pytest.mark.slow, pytest.mark.mm, pytest.mark.tools]
 
 PY = sys.executable
 DET_CFG = 'configs/toy/toy_mask_rcnn_repghost_1_0x.py'

@@ -1,7 +1,8 @@
-"""INT8 (onnxruntime static quantization) of the fused backbones: export, parity, refusals.
+"""INT8 (onnxruntime static quantization) of the fused backbones: export, parity, refusals; the INT8 layouts;
+tools/quantize_onnx.py.
 
 Small inputs (64x64), a few toy-COCO images; BatchNorm statistics calibrated on those images
-(:func:`rep_backbones.apis.quantize.calibrate_bn`, seeded) so that activations are realistic.
+(``calibrate_bn`` of tools/analysis/int8_family_table.py, seeded) so that activations are realistic.
 """
 from __future__ import annotations
 
@@ -16,13 +17,24 @@ import pytest
 import torch
 
 import rep_backbones
-from rep_backbones.apis import quantize as q
-from rep_backbones.apis.build import build_from_spec
-from rep_backbones.apis.onnx_export import export_onnx
+from rep_backbones.deploy import data, forms, quantize as q
+from rep_backbones.deploy.export import export_onnx
+from rep_backbones.deploy.ranges import range_report
+from rep_backbones.deploy.runtimes import Session
+from rep_backbones.deploy.verify import parity, sqnr_db
+from rep_backbones.io.build import build_from_spec
+from rep_backbones.models import BACKBONES
+from rep_backbones.models.repmobile import SplitShortcut
 
 from .helpers import ROOT, assert_rel_close, load_tool, require, run
 
-pytestmark = pytest.mark.usefixtures('one_thread')
+pytestmark = [pytest.mark.deploy, pytest.mark.usefixtures('one_thread')]
+TABLE = load_tool('tools/analysis/int8_family_table.py')
+LAYOUTS = load_tool('tools/analysis/int8_layouts.py')
+TOOL = load_tool('tools/quantize_onnx.py')
+# the families whose INT8 layout is not the plain fused form
+INT8_LAYOUTS = {name: cls.int8_layout for name, cls in BACKBONES.items()
+                if getattr(cls, 'int8_layout', 'default') != 'default'}
 
 SHAPE = (64, 64)
 SMALL = ('RepGhostNet:0.5x', 'RepGhostNetV2:S', 'MobileNetV4:S', 'RepNeXt:M0', 'RepNeXt:M0E', 'RepMobile:S')
@@ -44,27 +56,27 @@ SQNR_FLOORS_DB = (10.0, 7.0, 4.0, -3.0)
 def toy_images(tmp_path_factory):
     """``(calibration files, held-out files)``: 4 + 2 generated toy COCO images at 64x64."""
     root = tmp_path_factory.mktemp('toy_quant')
-    train, val = q.toy_image_folders(root, 4, 2, SHAPE)
-    return q.list_images(train)[:4], q.list_images(val)[:2]
+    train, val = data.toy_image_folders(root, 4, 2, SHAPE)
+    return data.list_images(train)[:4], data.list_images(val)[:2]
 
 
 @pytest.fixture(scope='module')
 def toy_inputs(toy_images):
     calib_files, eval_files = toy_images
-    return (q.load_inputs(calib_files, SHAPE, q.imagenet_preprocess),
-            q.load_inputs(eval_files, SHAPE, q.imagenet_preprocess))
+    return (data.load_inputs(calib_files, SHAPE, data.imagenet_preprocess),
+            data.load_inputs(eval_files, SHAPE, data.imagenet_preprocess))
 
 
 def calibrated(spec: str, calib) -> torch.nn.Module:
     torch.manual_seed(0)
-    return q.calibrate_bn(build_from_spec(spec), [torch.from_numpy(np.concatenate(calib))], seed=0)
+    return TABLE.calibrate_bn(build_from_spec(spec), [torch.from_numpy(np.concatenate(calib))], seed=0)
 
 
 @pytest.mark.parametrize('spec', SMALL)
 def test_quantized_export_and_parity(spec, toy_inputs, tmp_path):
     calib, evals = toy_inputs
     model = rep_backbones.fuse(calibrated(spec, calib))
-    result = q.measure_fused(model, calib, evals, tmp_path, 'bb', threads=1)
+    result = TABLE.measure_fused(model, calib, evals, tmp_path, 'bb', threads=1)
     int8 = onnx.load(str(tmp_path / 'bb.int8.onnx'))
     ops = {node.op_type for node in int8.graph.node}
     assert {'QuantizeLinear', 'DequantizeLinear'} <= ops
@@ -79,9 +91,9 @@ def test_quantized_export_and_parity(spec, toy_inputs, tmp_path):
 
 def test_sqnr_db():
     ref = np.ones((2, 3), np.float32)
-    assert q.sqnr_db(ref, ref) == math.inf
-    assert q.sqnr_db(ref, ref * 1.1) == pytest.approx(20.0, abs=1e-3)     # |noise| = |signal| / 10
-    assert q.sqnr_db([ref, ref], [ref, ref * 1.01]) == pytest.approx(43.0103, abs=1e-3)
+    assert sqnr_db(ref, ref) == math.inf
+    assert sqnr_db(ref, ref * 1.1) == pytest.approx(20.0, abs=1e-3)     # |noise| = |signal| / 10
+    assert sqnr_db([ref, ref], [ref, ref * 1.01]) == pytest.approx(43.0103, abs=1e-3)
 
 
 def test_range_report_shows_a_wide_channel(toy_inputs, tmp_path):
@@ -96,7 +108,7 @@ def test_range_report_shows_a_wide_channel(toy_inputs, tmp_path):
         fp32, int8 = tmp_path / f'{factor}.fp32.onnx', tmp_path / f'{factor}.int8.onnx'
         export_onnx(model, torch.from_numpy(evals[0]), fp32)
         q.quantize_onnx(fp32, int8, calib, progress=False)
-        rows = q.range_report(fp32, int8, evals[:1])
+        rows = range_report(fp32, int8, evals[:1])
         assert {r.kind for r in rows} == {'weight', 'activation'}
         assert [r.sqnr_db for r in rows] == sorted(r.sqnr_db for r in rows)
         stem = next(r for r in rows if r.tensor == '/act1/Relu_output_0')
@@ -135,7 +147,7 @@ def test_failed_quantization_leaves_no_file(toy_inputs, tmp_path, monkeypatch):
 def test_repnext_norm_forward_is_exact(arch, toy_inputs):
     calib, evals = toy_inputs
     model = calibrated(f'RepNeXt:{arch}', calib)
-    moved = rep_backbones.fuse(q.repnext_norm_forward(copy.deepcopy(model)).eval())
+    moved = rep_backbones.fuse(LAYOUTS.repnext_norm_forward(copy.deepcopy(model)).eval())
     x = torch.from_numpy(np.concatenate(evals))
     with torch.no_grad():
         assert_rel_close(model(x), moved(x))
@@ -143,12 +155,12 @@ def test_repnext_norm_forward_is_exact(arch, toy_inputs):
 
 def test_fused_layouts(toy_inputs):
     calib, _ = toy_inputs
-    assert set(q.fused_layouts(calibrated('RepNeXt:M0', calib))) == {
+    assert set(LAYOUTS.fused_layouts(calibrated('RepNeXt:M0', calib))) == {
         'default', 'single-branch', 'norm-forward'}
-    assert set(q.fused_layouts(calibrated('RepNeXt:M0E', calib))) == {'default', 'norm-forward'}
-    assert set(q.fused_layouts(calibrated('RepMobile:S', calib))) == {'default', 'identity-split'}
-    assert set(q.fused_layouts(calibrated('RepGhostNet:0.5x', calib))) == {'default', 'identity-split'}
-    assert set(q.fused_layouts(calibrated('MobileNetV4:S', calib))) == {'default'}
+    assert set(LAYOUTS.fused_layouts(calibrated('RepNeXt:M0E', calib))) == {'default', 'norm-forward'}
+    assert set(LAYOUTS.fused_layouts(calibrated('RepMobile:S', calib))) == {'default', 'identity-split'}
+    assert set(LAYOUTS.fused_layouts(calibrated('RepGhostNet:0.5x', calib))) == {'default', 'identity-split'}
+    assert set(LAYOUTS.fused_layouts(calibrated('MobileNetV4:S', calib))) == {'default'}
 
 
 def test_int8_fusion_of_repnext_is_the_measured_single_branch_layout(toy_inputs):
@@ -156,10 +168,8 @@ def test_int8_fusion_of_repnext_is_the_measured_single_branch_layout(toy_inputs)
     made from the training form, norm in the 11x11 kernel), not level 2 made from the faster float level 1."""
     calib, _ = toy_inputs
     model = calibrated('RepNeXt:M0', calib).eval()
-    measured = q.fused_layouts(model)['single-branch']
-    q.prepare_int8_fusion(model, 'auto')
-    rep_backbones.fuse(model)
-    assert q.apply_int8_layout(model, 'auto') == [('model (RepNeXt)', 'single-branch')]
+    measured = LAYOUTS.fused_layouts(model)['single-branch']
+    assert TOOL.fuse_for_int8(model, 'auto', fuse=True) == [('model (RepNeXt)', 'single-branch')]
     x = torch.from_numpy(calib[0])
     with torch.no_grad():
         for a, b in zip(model(x), measured(x)):
@@ -170,8 +180,8 @@ def test_int8_fusion_of_repnext_is_the_measured_single_branch_layout(toy_inputs)
 def test_identity_split_is_exact(spec, toy_inputs):
     calib, evals = toy_inputs
     model = calibrated(spec, calib)
-    split = q.identity_split(model)
-    assert sum(isinstance(m, q.SplitShortcut) for m in split.modules()) > 0
+    split = LAYOUTS.identity_split(model)
+    assert sum(isinstance(m, SplitShortcut) for m in split.modules()) > 0
     x = torch.from_numpy(np.concatenate(evals))
     with torch.no_grad():
         assert_rel_close(model(x), split(x))
@@ -222,8 +232,8 @@ def test_tool_detector_tensor_mode_and_map(tmp_path):
     a 2-image toy test set (``cwd`` holds the config's ``data/toy_coco``): fp32 finds something, and INT8
     loses at most ``DET_MAP_DROP_MAX`` of it."""
     require('mmdet', 'mmcv.ops')                       # NMS of the post-processing
-    from detection.toy_coco import make_toy_coco
-    from rep_backbones.apis.build import build_model_from_config
+    from rep_backbones.toy_data import make_toy_coco
+    from rep_backbones.io.build import build_model_from_config
     config = ROOT / 'configs' / 'toy' / 'toy_retinanet_repghost_1_0x.py'
     paths = make_toy_coco(tmp_path / 'data' / 'toy_coco', num_train=2, num_val=2)
     torch.manual_seed(0)                               # the same random detector every run
@@ -259,11 +269,11 @@ def test_int8_layout_default_is_the_measured_best():
         mean = {name: np.mean([o['sqnr_db'] for o in d['outputs']]) for name, d in row['layouts'].items()}
         best = max(mean, key=mean.get)
         family = row['spec'].split(':')[0]
-        chosen = q.INT8_LAYOUTS.get(family, 'default')
+        chosen = INT8_LAYOUTS.get(family, 'default')
         if chosen not in row['layouts']:     # e.g. RepNeXt E: single-branch is already its default form
             chosen = 'default'
         assert chosen == best, f'{row["spec"]}: auto picks {chosen}, the measurement favours {best} ({mean})'
-    assert q.INT8_LAYOUTS == {'RepMobile': 'identity-split', 'RepNeXt': 'single-branch'}
+    assert INT8_LAYOUTS == {'RepMobile': 'identity-split', 'RepNeXt': 'single-branch'}
 
 
 @pytest.mark.parametrize('spec,layout', [('RepMobile:S', 'identity-split'), ('RepNeXt:M0', 'single-branch'),
@@ -276,18 +286,18 @@ def test_int8_layout_keeps_the_float_function(spec, layout, toy_inputs):
     model = calibrated(spec, calib)
     fused = rep_backbones.fuse(copy.deepcopy(model))
     kept = copy.deepcopy(fused)
-    assert q.apply_int8_layout(kept, 'default') == [(f'model ({spec.split(":")[0]})', 'default')]
+    assert TOOL.fuse_for_int8(kept, 'default', fuse=False) == [(f'model ({spec.split(":")[0]})', 'default')]
     assert str(kept) == str(fused)
     friendly = copy.deepcopy(fused)
-    assert q.apply_int8_layout(friendly, 'auto') == [(f'model ({spec.split(":")[0]})', layout)]
+    assert TOOL.fuse_for_int8(friendly, 'auto', fuse=False) == [(f'model ({spec.split(":")[0]})', layout)]
     q.assert_fused(friendly)
-    marker = {'identity-split': q.SplitShortcut, 'single-branch': SingleBranchDWConv}.get(layout)
+    marker = {'identity-split': SplitShortcut, 'single-branch': SingleBranchDWConv}.get(layout)
     assert any(isinstance(m, marker) for m in friendly.modules()) if marker else str(friendly) == str(fused)
     x = torch.from_numpy(np.concatenate(evals))
     with torch.no_grad():
         assert_rel_close(fused(x), friendly(x))
     with pytest.raises(q.UnfusedModelError, match='not fused'):
-        q.apply_int8_layout(model)
+        TOOL.fuse_for_int8(model, 'auto', fuse=False)
 
 
 # -- task accuracy: the segmentor's mIoU ----------------------------------------------------------
@@ -305,10 +315,10 @@ def toy_segmentor(tmp_path_factory):
     """``(config, checkpoint)``: the toy Semantic FPN (RepGhostNet 1.0x) on a toy ADE20K set of 8 training
     and 4 validation images at 96x128 that its test pipeline keeps at that size (training images read
     with the test pipeline too), and a checkpoint that segments without training
-    (:func:`~rep_backbones.apis.quantize.linear_probe_segmentor` on the training images, seed 0)."""
+    (``linear_probe_segmentor`` of tools/analysis/linear_probe.py on the training images, seed 0)."""
     require('mmseg')
-    from rep_backbones.apis.build import build_model_from_config
-    from segmentation.toy_ade20k import make_toy_ade20k
+    from rep_backbones.io.build import build_model_from_config
+    from rep_backbones.toy_data import make_toy_ade20k
     work = tmp_path_factory.mktemp('toy_seg')
     root = make_toy_ade20k(work / 'toy_ade20k', num_train=8, num_val=4, image_size=SEG_SIZE)['root']
     config = work / 'toy_fpn_small.py'
@@ -326,8 +336,10 @@ test_dataloader = val_dataloader
 ''')
     torch.manual_seed(0)
     model = build_model_from_config(str(config))
-    _, batches = q.eval_inputs(model, 'segmentation', split='train')
-    q.linear_probe_segmentor(model, batches, seed=0)
+    _, batches = data.evaluation_set(model, split='train')
+    with torch.no_grad():
+        batches = [model.data_preprocessor(b, False) for b in batches]
+    load_tool('tools/analysis/linear_probe.py').linear_probe_segmentor(model, batches, seed=0)
     checkpoint = work / 'probe.pth'
     torch.save({'meta': {}, 'state_dict': model.state_dict()}, checkpoint)
     return config, checkpoint
@@ -373,9 +385,7 @@ def test_tool_segmentor_miou(toy_segmentor, tmp_path):
     so mIoU cannot tell a broken quantization apart here; agreement can.
     """
     require('mmseg')
-    from mmengine.dataset import pseudo_collate
-
-    from rep_backbones.apis.build import build_model_from_config
+    from rep_backbones.io.build import build_model_from_config
     config, checkpoint = toy_segmentor
     out = tmp_path / 'seg.int8.onnx'
     proc = run_tool(config, checkpoint, '--out', out, '--eval', '--calib-n', 8, '--eval-n', 2,
@@ -396,24 +406,24 @@ def test_tool_segmentor_miou(toy_segmentor, tmp_path):
 
     # the harness: mmseg's own predict on the fused PyTorch model, same images, same evaluator
     model = rep_backbones.fuse(build_model_from_config(str(config), str(checkpoint)))
-    dataset, batches = q.eval_inputs(model, 'segmentation')
-    evaluator = q._evaluators(model, ['torch'], dataset, 'segmentation')['torch']
-    with torch.no_grad():
-        for i in range(len(dataset)):
-            data = pseudo_collate([dataset[i]])
-            evaluator.process(data_samples=model.test_step(data), data_batch=data)
-    torch_miou = evaluator.evaluate(len(dataset))['mIoU']
+    dataset, batches = data.evaluation_set(model)
+    torch_miou = forms.evaluate(model, {'torch': forms.pytorch_predictor(model)}, dataset, batches)['torch']['mIoU']
     assert scores['fp32']['mIoU'] == pytest.approx(torch_miou, abs=0.05), (scores, torch_miou)
     assert scores['fp32']['mIoU'] > 5, 'the probe segmentor should segment the toy set'
 
     # the floor, on the tool's INT8 graph and on the same graph with scrambled activation scales
     scrambled = tmp_path / 'seg.scrambled.onnx'
     assert _scramble_activation_scales(out, scrambled, seed=0) > 10
-    sessions = {name: q.quiet_session(path, 1) for name, path in
-                (('fp32', tmp_path / 'seg.fp32.onnx'), ('INT8', out), ('scrambled', scrambled))}
-    result = q.segmentation_miou(model, sessions, dataset, batches, progress=False)
-    measured = {name: (round(m['mIoU'], 2), round(m.get('argmax_agreement', 100.0), 2),
-                       round(m.get('logits_sqnr', math.inf), 1)) for name, m in result.items()}
+    fp32 = Session('onnxruntime', tmp_path / 'seg.fp32.onnx', 1)
+    with torch.no_grad():
+        inputs = [model.data_preprocessor(dict(b), False)['inputs'].numpy() for b in batches]
+    result = {}
+    for name, path in (('INT8', out), ('scrambled', scrambled)):
+        int8 = Session('onnxruntime', path, 1)
+        scored = TOOL.task_accuracy(model, 'segmentation', {'fp32': fp32, 'INT8': int8}, dataset, batches, False)
+        result[name] = dict(scored['INT8'], logits_sqnr=parity(fp32, int8, inputs)[0].sqnr_db)
+    measured = {name: (round(m['mIoU'], 2), round(m['argmax_agreement'], 2), round(m['logits_sqnr'], 1))
+                for name, m in result.items()}
     print('mIoU, arg-max agreement (%), logits SQNR (dB):', measured)
     assert result['INT8']['argmax_agreement'] == pytest.approx(printed[0], abs=0.01), (measured, printed)
     assert result['INT8']['mIoU'] == pytest.approx(scores['INT8']['mIoU'], abs=0.01), (measured, scores)

@@ -12,6 +12,8 @@ import pytest
 
 from .helpers import ROOT, run_ok
 
+pytestmark = [pytest.mark.slow, pytest.mark.tools]
+
 
 def _commands():
     text = open(os.path.join(ROOT, 'README.md')).read()

@@ -13,13 +13,17 @@ def _bn(c, seed=0):
     return randomize_bn(nn.BatchNorm2d(c), seed).eval()
 
 
-def test_fuse_conv_bn_matches_module_pair():
-    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, bias=True)
+@pytest.mark.parametrize('bias', [True, False])
+def test_fold_bn_into_conv_matches_module_pair(bias):
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, bias=bias)
     bn = _bn(6)
     x = torch.randn(2, 4, 13, 11)
-    fused = reparam.fuse_conv_bn(conv, bn)
-    assert torch.allclose(fused(x), bn(conv(x)), atol=1e-5)
-    assert fused.bias is not None and fused.stride == (2, 2)
+    ref = bn(conv(x))
+    reparam.fold_bn_into(conv, bn)
+    assert torch.allclose(conv(x), ref, atol=1e-5)
+    assert conv.bias is not None and conv.stride == (2, 2)
+    with pytest.raises(TypeError, match='cannot fold'):
+        reparam.fold_bn_into(nn.ReLU(), bn)
 
 
 def test_syncbn_folds_like_bn():
@@ -73,7 +77,9 @@ def test_state_dict_folding_equals_module_folding():
     ref = model(x)
     sd = reparam.fold_bn_pairs_in_state_dict(dict(model.state_dict()), [('0', '1')])
     assert set(sd) == {'0.weight', '0.bias'}
-    reparam.fold_bn_pairs(model, [('0', '1')])
+    assert reparam.conv_bn_pairs(model) == [('0', '1')]
+    assert reparam.fold_conv_bn_pairs(model) == 1 and reparam.fold_conv_bn_pairs(model) == 0
+    assert reparam.conv_bn_pairs(model) == [('0', '1')]          # the folded pair still names the keys
     assert isinstance(model[1], nn.Identity) and torch.allclose(model(x), ref, atol=1e-5)
     assert torch.allclose(sd['0.weight'], model[0].weight) and torch.allclose(sd['0.bias'], model[0].bias)
 
@@ -159,11 +165,39 @@ def test_fuse_bn_conv_unpadded_is_plain_conv_and_state_dict_has_taps():
         assert torch.equal(clone(x), padded(x))
 
 
-def test_fuse_linear_bn():
+def test_fold_bn_into_linear():
     linear = nn.Linear(6, 5, bias=False)
     bn = randomize_bn(nn.BatchNorm1d(5)).eval()
     x = torch.randn(3, 6)
-    assert torch.allclose(reparam.fuse_linear_bn(linear, bn)(x), bn(linear(x)), atol=1e-5)
+    ref = bn(linear(x))
+    reparam.fold_bn_into(linear, bn)
+    assert torch.allclose(linear(x), ref, atol=1e-5)
+
+
+class _Declared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.other = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), None
+
+    def conv_bn_pairs(self):
+        return [('conv', 'bn'), ('conv', 'other')]
+
+
+def test_conv_bn_pairs_one_rule():
+    """Declared by the module itself, or by the owner's table for classes it does not define; plain
+    ``nn.Sequential`` neighbours whose first member can absorb the BN; absent members left out."""
+    assert reparam.conv_bn_pairs(_Declared()) == [('conv', 'bn')]
+    foreign = nn.Module()
+    foreign.c, foreign.b = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+    assert reparam.conv_bn_pairs(foreign) == []
+    assert reparam.conv_bn_pairs(foreign, {nn.Module: (('c', 'b'),)}) == [('c', 'b')]
+    seq = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3), nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))
+    assert reparam.conv_bn_pairs(seq) == [('2', '3')]
+
+    class Custom(nn.Sequential):           # a forward that is not the chain: no neighbour rule
+        def forward(self, x):
+            return x
+    assert reparam.conv_bn_pairs(Custom(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))) == []
 
 
 # -- dilated / serial depthwise kernels (added with RepNeXt) -------------------------------------------

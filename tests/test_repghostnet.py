@@ -3,24 +3,31 @@ import copy
 
 import pytest
 import torch
+from timm.models.repghost import RepGhostModule
 from torch import nn
 
 import rep_backbones
-from rep_backbones.analysis import count_macs, count_params
 from rep_backbones.checkpoint import CheckpointError, UntrustedCheckpointError
+from rep_backbones.complexity import count_macs, count_params
 from rep_backbones.models import RepGhostNet, RepGhostNetClassifier
 from rep_backbones.models.repghostnet import ARCHS, fuse_ghost_branches
-from timm.models.repghost import RepGhostModule
 
-from .helpers import (ODD_SIZE, assert_fuses_exactly, assert_rel_close, count_norms, keys_file, randomize_bn,
-                      synthetic_state_dict)
+from .helpers import (
+    ODD_SIZE,
+    assert_fuses_exactly,
+    assert_rel_close,
+    count_norms,
+    keys_file,
+    randomize_bn,
+    synthetic_state_dict,
+)
 
 # ARCHITECTURES.md §0: FPN channels at strides 4/8/16/32 (deepest block per stride) and the final conv.
 CHANNELS = {'0.5x': [12, 20, 56, 80, 480], '0.58x': [16, 24, 64, 92, 556], '0.8x': [20, 32, 88, 128, 768],
             '1.0x': [24, 40, 112, 160, 960], '1.11x': [28, 44, 124, 176, 1064], '1.3x': [32, 52, 144, 208, 1248],
             '1.5x': [36, 60, 168, 240, 1440], '2.0x': [48, 80, 224, 320, 1920]}
-# Seed table (README of the official repo): params (M) of the converted model, FLOPs (M MACs) at 224.
-SEED = {'0.5x': (2.3, 43), '0.58x': (2.5, 60), '0.8x': (3.3, 96), '1.0x': (4.1, 142), '1.11x': (4.5, 170),
+# Paper table (README of the official repo): params (M) of the converted model, FLOPs (M MACs) at 224.
+PAPER = {'0.5x': (2.3, 43), '0.58x': (2.5, 60), '0.8x': (3.3, 96), '1.0x': (4.1, 142), '1.11x': (4.5, 170),
         '1.3x': (5.5, 231), '1.5x': (6.6, 301), '2.0x': (9.8, 516)}
 FILE_NAMES = {'0.5x': '0_5x', '0.58x': '0_58x', '0.8x': '0_8x', '1.0x': '1_0x', '1.11x': '1_11x',
               '1.3x': '1_3x', '1.5x': '1_5x', '2.0x': '2_0x'}
@@ -246,7 +253,7 @@ def test_prefix_selects_backbone_of_a_detector_checkpoint(tmp_path):
         RepGhostNet('0.5x').load_pretrained(str(path), prefix='head')
 
 
-# -- seed table ----------------------------------------------------------------------------------------
+# -- paper table ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize('arch', list(ARCHS))
 def test_classifier_reproduces_seed_params_and_flops(arch):
     clf = RepGhostNetClassifier(arch)
@@ -255,8 +262,8 @@ def test_classifier_reproduces_seed_params_and_flops(arch):
         if isinstance(m, RepGhostModule):
             fuse_ghost_branches(m)
     clf.switch_to_deploy()
-    seed_params, seed_macs = SEED[arch]
-    # The seed counted the official converted model (RepGhost branches fused, conv+BN pairs kept).
+    seed_params, seed_macs = PAPER[arch]
+    # The paper counted the official converted model (RepGhost branches fused, conv+BN pairs kept).
     assert round(count_params(official) / 1e6, 1) == seed_params
     # Our full fusion folds the remaining BNs too: fewer parameters, same MACs.
     assert count_params(clf) < count_params(official)

@@ -1,5 +1,5 @@
 """RepGhostNetV2 / MobileNetV4 (conv S/M/L): structure vs the official key layouts, complexity vs the
-seed figures, exact fusion, feature taps, freezing, and checkpoint loading (timm and official layouts)."""
+paper figures, exact fusion, feature taps, freezing, and checkpoint loading (timm and official layouts)."""
 from __future__ import annotations
 
 import copy
@@ -8,25 +8,32 @@ import re
 
 import pytest
 import timm
-from timm.layers import DropPath
 import torch
+from timm.layers import DropPath
 from torch import nn
 
 import rep_backbones
 from rep_backbones import CheckpointError, build_backbone, build_classifier
-from rep_backbones.analysis import count_macs, count_params
-from rep_backbones.models.repghostnetv2 import (SPECS, UIB, MobileNetV4, MobileNetV4Classifier, RepGhostNetV2,
-                                                RepGhostNetV2Classifier, convert_official_state_dict,
-                                                repghost_shortcuts)
-from tests.helpers import (ODD_SIZE, assert_fuses_exactly, assert_rel_close, count_norms, keys_file, randomize_bn,
-                           synthetic_state_dict)
+from rep_backbones.complexity import count_macs, count_params
+from rep_backbones.models.mobilenetv4 import ARCHS as SPECS
+from rep_backbones.models.mobilenetv4 import UIB, MobileNetV4, MobileNetV4Classifier, convert_official_state_dict
+from rep_backbones.models.repghostnetv2 import RepGhostNetV2, RepGhostNetV2Classifier, repghost_shortcuts
+from tests.helpers import (
+    ODD_SIZE,
+    assert_fuses_exactly,
+    assert_rel_close,
+    count_norms,
+    keys_file,
+    randomize_bn,
+    synthetic_state_dict,
+)
 
 ARCHS = {'S': 'small', 'M': 'medium', 'L': 'large'}
 NETS = {'RepGhostNetV2': (RepGhostNetV2, RepGhostNetV2Classifier, 'repghostnetv2'),
         'MobileNetV4': (MobileNetV4, MobileNetV4Classifier, 'mobilenetv4')}
-# Seed figures (official RepGhostNetV2 readme / ARCHITECTURES.md §2.3): parameters, and FLOPs at the
+# Paper figures (official RepGhostNetV2 readme / ARCHITECTURES.md §2.3): parameters, and FLOPs at the
 # ImageNet resolution = conv+linear MACs + the 1,280 head-conv bias adds.
-SEED = {'S': (3_772_744, 186_006_848, 224), 'M': (9_714_232, 1_080_245_504, 256),
+PAPER = {'S': (3_772_744, 186_006_848, 224), 'M': (9_714_232, 1_080_245_504, 256),
         'L': (32_589_584, 6_376_221_952, 384)}
 CHANNELS = {'S': [32, 64, 96, 128, 960], 'M': [48, 80, 160, 256, 960], 'L': [48, 96, 192, 512, 960]}
 # Fusion checks run at the detection-style odd size (L too: affordable with one thread, see below).
@@ -106,14 +113,14 @@ def _assert_every_tensor_in_place(loaded: dict, official: dict):
 def test_params_equal_seed(arch):
     for net in NETS:
         model = build(NETS[net][1], arch)
-        assert count_params(model) == SEED[arch][0], net
+        assert count_params(model) == PAPER[arch][0], net
 
 
 @pytest.mark.parametrize('arch', list(ARCHS))
 def test_macs_equal_seed(arch):
-    params, flops, size = SEED[arch]
+    params, flops, size = PAPER[arch]
     macs = count_macs(build(RepGhostNetV2Classifier, arch), size)
-    assert macs + 1280 == flops            # the seed also counts the 1,280 head-conv bias adds
+    assert macs + 1280 == flops            # the paper also counts the 1,280 head-conv bias adds
     assert round(flops / 1e6, 1) == {'S': 186.0, 'M': 1080.2, 'L': 6376.2}[arch]
     if arch == 'S':  # the moved depthwise convs cost the same MACs in MobileNetV4
         assert count_macs(build(MobileNetV4Classifier, arch), size) == macs

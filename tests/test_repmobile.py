@@ -6,21 +6,29 @@ import torch
 from torch import nn
 
 import rep_backbones
-from rep_backbones.analysis import count_macs, count_params
 from rep_backbones.checkpoint import CheckpointError
+from rep_backbones.complexity import count_macs, count_params
 from rep_backbones.models import RepMobile, RepMobileClassifier, build_backbone, build_classifier
 from rep_backbones.models.repmobile import RepMobileBlock
 from rep_backbones.reparam import BorderCorrectedConv2d
 
-from .helpers import (ODD_SIZE, assert_fuses_exactly, assert_rel_close, count_norms, damp_deep_plain_backbone, keys_file,
-                      randomize_bn, synthetic_state_dict)
+from .helpers import (
+    ODD_SIZE,
+    assert_fuses_exactly,
+    assert_rel_close,
+    count_norms,
+    damp_deep_plain_backbone,
+    keys_file,
+    randomize_bn,
+    synthetic_state_dict,
+)
 
 ARCHS = ('S', 'M', 'L')
 # ARCHITECTURES.md §0: FPN in_channels at strides 4/8/16/32.
 CHANNELS = {'S': [64, 128, 256, 512], 'M': [80, 160, 320, 640], 'L': [96, 192, 384, 768]}
-# ARCHITECTURES.md §4.1 [measured] on the upstream code: classifier params without / with the
+# ARCHITECTURES.md §4.1 [measured] on the official code: classifier params without / with the
 # distillation head, backbone (stem + layer0-3) params, MACs at 224; readme: 5.7M/0.4G, 8.2M/0.7G, 18.4M/1.4G.
-SEED = {'S': (5_719_944, 7_795_568, 3_117_984, 0.417, (5.7, 0.4)),
+PAPER = {'S': (5_719_944, 7_795_568, 3_117_984, 0.417, (5.7, 0.4)),
         'M': (8_205_552, 10_281_176, 5_472_520, 0.695, (8.2, 0.7)),
         'L': (18_361_624, 20_437_248, 15_497_520, 1.374, (18.4, 1.4))}
 TINY_ODD = (33, 47)
@@ -254,10 +262,10 @@ def test_wrong_form_and_foreign_state_dicts():
         RepMobile('M').load_backbone_state_dict(_official('S'))
 
 
-# -- classifier and seed table ---------------------------------------------------------------------
+# -- classifier and paper table ---------------------------------------------------------------------
 @pytest.mark.parametrize('arch', ARCHS)
 def test_classifier_reproduces_seed_params_and_macs(arch):
-    params, params_dist, params_backbone, gmacs, (readme_m, readme_g) = SEED[arch]
+    params, params_dist, params_backbone, gmacs, (readme_m, readme_g) = PAPER[arch]
     clf = RepMobileClassifier(arch)
     assert count_params(clf) == params and round(params / 1e6, 1) == readme_m
     assert count_params(RepMobileClassifier(arch, distillation=True)) == params_dist

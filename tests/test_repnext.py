@@ -6,21 +6,36 @@ import torch
 from torch import nn
 
 import rep_backbones
-from rep_backbones.analysis import count_macs, count_params
 from rep_backbones.checkpoint import CheckpointError
+from rep_backbones.complexity import count_macs, count_params
 from rep_backbones.models import RepNeXt, RepNeXtClassifier
-from rep_backbones.models.repnext import (ARCHS, ChunkConv, CopyConv, CopyConvSingle, Downsample, official_fuse,
-                                          SingleBranchDWConv)
+from rep_backbones.models.repnext import (
+    ARCHS,
+    ChunkConv,
+    CopyConv,
+    CopyConvSingle,
+    Downsample,
+    SingleBranchDWConv,
+    to_official_form,
+)
 
-from .helpers import (ODD_SIZE, assert_fuses_exactly, assert_fusion_exact, assert_rel_close, count_norms, keys_file,
-                      randomize_bn, synthetic_state_dict)
+from .helpers import (
+    ODD_SIZE,
+    assert_fuses_exactly,
+    assert_fusion_exact,
+    assert_rel_close,
+    count_norms,
+    keys_file,
+    randomize_bn,
+    synthetic_state_dict,
+)
 
 M_ARCHS = ['M0', 'M1', 'M2', 'M3', 'M4', 'M5']
 E_ARCHS = ['M0E', 'M1E', 'M2E']
 # ARCHITECTURES.md §3.1 [measured on the official code]: classifier params in training form (two
 # distillation heads) and after the official fuse (RepDWConv*, ConvNorm and heads fused; the
 # standalone ``norm`` BNs and the serial conv_l pair kept), fused MACs at 224.
-SEED = {'M0': (2_716_480, 2_333_200, 0.388), 'M1': (5_323_316, 4_829_560, 0.822),
+PAPER = {'M0': (2_716_480, 2_333_200, 0.388), 'M1': (5_323_316, 4_829_560, 0.822),
         'M2': (7_049_082, 6_473_200, 1.111), 'M3': (8_466_560, 7_818_920, 1.339),
         'M4': (14_080_480, 13_342_120, 2.289), 'M5': (22_708_860, 21_737_560, 4.544)}
 SEED_E = {'M0E': 2.5, 'M1E': 5.3, 'M2E': 7.0}   # README, millions, rounded (official fused convention)
@@ -73,10 +88,10 @@ def test_level2_from_level1_and_constructor_forms():
     x = torch.randn(1, 3, 35, 45)
     level1 = rep_backbones.fuse(copy.deepcopy(model))
     _level2_matches(model, x, _via_level1)
-    _level2_matches(model, x, lambda m: rep_backbones.fuse(_copy_into(RepNeXt('M1', single_branch=True), m)))
+    _level2_matches(model, x, lambda m: rep_backbones.fuse(_copy_into(RepNeXt('M1', fusion_level=2), m)))
     shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
     assert shapes(RepNeXt('M1', deploy=True)) == shapes(level1)
-    assert shapes(RepNeXt('M1', deploy=True, single_branch=True)) == shapes(level1.to_single_branch())
+    assert shapes(RepNeXt('M1', deploy=True, fusion_level=2)) == shapes(level1.to_single_branch())
     before = {k: v.clone() for k, v in level1.state_dict().items()}
     rep_backbones.fuse(level1)
     assert all(torch.equal(v, level1.state_dict()[k]) for k, v in before.items())
@@ -228,7 +243,7 @@ def test_official_training_checkpoint_loads(tmp_path):
 def _official_fuse(clf):
     """What the official ``model.fuse()`` produces, on our modules: branches, ConvNorms and the
     heads fused; the standalone ``norm`` BNs kept, no ``conv_i``."""
-    return official_fuse(copy.deepcopy(clf)).state_dict()
+    return to_official_form(copy.deepcopy(clf)).state_dict()
 
 
 def test_official_fused_checkpoint_loads_into_deploy_model():
@@ -334,7 +349,7 @@ def _conv_i_macs(arch, size=224):
 
 @pytest.mark.parametrize('arch', M_ARCHS)
 def test_classifier_reproduces_seed_params_and_macs(arch):
-    train_params, official_fused, gmacs = SEED[arch]
+    train_params, official_fused, gmacs = PAPER[arch]
     clf = RepNeXtClassifier(arch)
     assert count_params(clf) == train_params
     norm, conv_i = _norm_and_identity_params(clf)
@@ -345,7 +360,7 @@ def test_classifier_reproduces_seed_params_and_macs(arch):
     backward = rep_backbones.fuse(clf)
     assert count_params(backward) == official_fused - norm + conv_i
     assert count_macs(backward, 224) - count_macs(fused, 224) == _conv_i_macs(arch)
-    # the official partially fused file has exactly the seed's parameter count
+    # the official partially fused file has exactly the paper's parameter count
     official = _official(arch, fused=True)
     assert sum(v.numel() for k, v in official.items()
                if not k.rsplit('.', 1)[-1].startswith(('running_', 'num_batches'))) == official_fused
@@ -356,8 +371,16 @@ def test_e_forms_reproduce_seed_params(arch):
     clf = RepNeXtClassifier(arch)
     norm, _ = _norm_and_identity_params(clf)
     fused = rep_backbones.fuse(clf)
-    # seed convention (as for M): heads fused, standalone norms kept
+    # paper convention (as for M): heads fused, standalone norms kept
     assert round((count_params(fused) + norm) / 1e6, 1) == SEED_E[arch]
     # the single-branch form of the M model has the same parameters as the E model
-    m = rep_backbones.fuse(RepNeXtClassifier(arch[:-1], single_branch=True))
+    m = rep_backbones.fuse(RepNeXtClassifier(arch[:-1], fusion_level=2))
     assert count_params(m) == count_params(fused)
+
+
+def test_single_branch_kwarg_is_the_old_spelling_of_fusion_level_2():
+    with pytest.warns(DeprecationWarning, match='fusion_level=2'):
+        model = RepNeXt('M0', single_branch=True)
+    assert model.fusion_level == 2 and RepNeXt('M0').fusion_level == 1 and RepNeXt('M0E').fusion_level == 2
+    with pytest.raises(ValueError, match='fusion_level'):
+        RepNeXt('M0', fusion_level=3)

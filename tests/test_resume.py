@@ -17,10 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from detection.toy_coco import make_toy_coco
 from rep_backbones.checkpoint import read_checkpoint
+from rep_backbones.toy_data import make_toy_coco
 
 from .helpers import ROOT, run_ok
+
+pytestmark = [pytest.mark.slow, pytest.mark.mm, pytest.mark.tools]
+
 CFG = 'configs/toy/toy_retinanet_repghost_1_0x.py'
 ITERS, CKPT_EVERY, PER_EPOCH = 10, 3, 4     # checkpoints at 3, 6, 9: none at an epoch boundary
 

@@ -18,6 +18,8 @@ import pytest
 
 from .helpers import ROOT, run
 
+pytestmark = pytest.mark.tools
+
 # The stand-in interpreter of .venv: `-c` checks, and `-m pip` download / wheel / install.
 FAKE_VENV_PYTHON = r'''#!{python}
 import os, shutil, sys, tarfile

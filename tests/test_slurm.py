@@ -21,6 +21,8 @@ import pytest
 from .helpers import ROOT, free_port, run
 from .test_pipeline import DET_CFG, det_options, toy_coco  # noqa: F401  (toy_coco: module fixture)
 
+pytestmark = [pytest.mark.slow, pytest.mark.tools]
+
 FAKE_SRUN = r'''#!{python}
 import json, os, subprocess, sys
 args, i = sys.argv[1:], 0

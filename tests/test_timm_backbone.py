@@ -70,7 +70,7 @@ def test_four_maps_and_exact_fusion(name):
 def test_other_conv_layouts_fold_exactly(name, what):
     model = TimmRepBackbone(model_name=name)
     if what == 'Sequential':
-        assert ('conv1.6', 'bn1') in model.conv_bn_pairs(model)
+        assert ('conv1.6', 'bn1') in model.conv_bn_pairs()
     else:
         assert any(type(m).__name__ == what for m in model.modules())
     fused = assert_fuses_exactly(model, _input())
@@ -192,6 +192,7 @@ def test_pair_that_is_not_data_flow_is_refused(monkeypatch):
     """The probe checks each known pair against the forward: a table entry pairing a conv with a BN
     that reads something else (InvertedResidual's conv_pw with bn2, which follows conv_dw) is refused."""
     from timm.models import _efficientnet_blocks as eb
+
     from rep_backbones.models import timm_backbone
     monkeypatch.setattr(timm_backbone, 'known_block_pairs', lambda: {eb.InvertedResidual: (('conv_pw', 'bn2'),)})
     with pytest.raises(ValueError, match=r"blocks\.1\.0\.bn2 does not read exactly its conv's output"):
@@ -208,7 +209,7 @@ def test_unfoldable_batchnorm_is_named():
 
 
 def test_arch_alias_and_tool_spec():
-    from rep_backbones.apis.build import build_from_spec
+    from rep_backbones.io.build import build_from_spec
     assert build_from_spec('TimmRepBackbone:repvgg_a0').model_name == 'repvgg_a0'
     assert build_backbone('TimmRepBackbone', arch='repvgg_a0').out_channels == \
         build_backbone('TimmRepBackbone', model_name='repvgg_a0').out_channels
@@ -286,7 +287,8 @@ COMPARATOR_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', 'timm_compar
 @pytest.mark.parametrize('path', COMPARATOR_CONFIGS, ids=os.path.basename)
 def test_comparator_config_builds_and_runs(path):
     from mmdet.testing import demo_mm_inputs
-    from rep_backbones.apis.build import build_model_from_config
+
+    from rep_backbones.io.build import build_model_from_config
     model = build_model_from_config(path)
     backbone = model.backbone
     assert isinstance(backbone, TimmRepBackbone)
@@ -311,7 +313,8 @@ def _flatten(outputs):
 def test_trains_and_fuses_inside_toy_retinanet():
     from mmdet.testing import demo_mm_inputs
     from mmengine.optim import OptimWrapper
-    from rep_backbones.apis.build import build_model_from_config
+
+    from rep_backbones.io.build import build_model_from_config
 
     from .helpers import calibrate_bn
 

@@ -8,8 +8,8 @@ Checks that only need a forward at 64x64 run on every model; the slower ones (FX
 backward passes, extra model builds) on one model per structure (:data:`STRUCTURES`), pretrained loading
 on one model per family (those with a reference key list)."""
 import pytest
-import torch
 import timm
+import torch
 from timm.data import resolve_model_data_config
 from timm.layers import create_feature_extractor, get_graph_node_names, is_notrace_module
 from timm.models import FeatureGraphNet, adapt_input_conv, group_parameters
@@ -41,8 +41,8 @@ STRUCTURES = _structures()
 # FX cases: both forms of each structure, and RepNeXt's single-branch conversion of a multi-branch model
 # (its depthwise 11x11 carries a border term that torch.fx records as one call)
 FX_CASES = [(name, form) for name in STRUCTURES for form in ('train', 'fused')] + [
-    (name, 'single_branch') for name in STRUCTURES
-    if hasattr(MODELS[name][0], 'to_single_branch') and not MODELS[name][0].arch_settings[MODELS[name][1]].single_branch]
+    (name, 'single_branch') for name in STRUCTURES if hasattr(MODELS[name][0], 'to_single_branch')
+    and not MODELS[name][0].arch_settings[MODELS[name][1]].trained_single_branch]
 
 
 def _names(model: nn.Module, modules) -> set:

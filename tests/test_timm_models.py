@@ -3,8 +3,8 @@ backward at the default input size, features_only equal to the mm backbone, Torc
 form, and pretrained=True reading an official-layout file. timm's model contract (widths, cfg names,
 feature wrappers, FX, reset_classifier, ...) is tested in test_timm_contract.py."""
 import pytest
-import torch
 import timm
+import torch
 from timm.utils.model import reparameterize_model
 
 import rep_backbones

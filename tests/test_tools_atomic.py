@@ -1,4 +1,4 @@
-"""Atomic writes (``rep_backbones.apis.atomic``) and the files the tools write with them: a writer
+"""Atomic writes (``rep_backbones.io.atomic``) and the files the tools write with them: a writer
 that fails half-way leaves the destination as it was (absent, or its previous content) and no
 temporary file behind.
 
@@ -15,10 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from rep_backbones.apis import atomic, onnx_export
-from rep_backbones.apis.atomic import atomic_write, write_json
+from rep_backbones.deploy import export as onnx_export
+from rep_backbones.io import atomic
+from rep_backbones.io.atomic import atomic_write, write_json
 
 from .helpers import require
+
+pytestmark = pytest.mark.deploy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +109,7 @@ SMALL = {'model.backbone.arch': '0.5x', 'model.neck.in_channels': [12, 20, 56, 8
 def trained_checkpoint(tmp_path_factory):
     """A random-init RetinaNet (RepGhostNet 0.5x) saved as an mmengine-style checkpoint."""
     require('mmdet')
-    from rep_backbones.apis.build import build_model_from_config
+    from rep_backbones.io.build import build_model_from_config
     torch.manual_seed(0)
     model = build_model_from_config(str(TOY_RETINANET), None, cfg_options=SMALL)
     path = tmp_path_factory.mktemp('ckpt') / 'epoch_1.pth'
@@ -115,7 +118,7 @@ def trained_checkpoint(tmp_path_factory):
 
 
 def test_fuse_checkpoint_atomic(trained_checkpoint, tmp_path, monkeypatch):
-    from rep_backbones.apis import fused_checkpoint
+    from rep_backbones.deploy import fused_checkpoint
     from rep_backbones.checkpoint import read_checkpoint
     dst = tmp_path / 'fused.pth'
     dst.write_bytes(b'previous fused file')

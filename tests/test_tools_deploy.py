@@ -16,10 +16,11 @@ import pytest
 import torch
 
 import rep_backbones
-from rep_backbones.apis import complexity
-from rep_backbones.apis.build import build_from_spec, is_backbone_spec, parse_backbone_spec, shape_tuple
-from rep_backbones.apis.onnx_export import build_for_export, check_onnx, export_onnx, onnx_op_counts, ort_session
-from rep_backbones.apis.seed_tables import load_seed_tables, matches, parse_figure, table_for
+from rep_backbones import complexity
+from rep_backbones.io.build import build_from_spec, is_backbone_spec, parse_backbone_spec, shape_tuple
+from rep_backbones.deploy.export import build_for_export, check_onnx, export_onnx, onnx_op_counts
+from rep_backbones.deploy.runtimes import ort_session
+from rep_backbones.complexity import matches, parse_figure
 from rep_backbones.models import BACKBONES, CLASSIFIERS
 
 from .helpers import count_norms, randomize_bn, require, run
@@ -43,7 +44,7 @@ RETINANET = _config('repghostnet/retinanet_repghostnet-1.0x_fpn_1x_coco.py', 're
 SEMFPN = _config('repghostnet/fpn_repghostnet-1.0x_8xb4-40k_ade20k-512x512.py', 'fpn_repghost_1_0x_ade20k_40k.py')
 
 
-pytestmark = pytest.mark.usefixtures('one_thread')
+pytestmark = [pytest.mark.deploy, pytest.mark.usefixtures('one_thread')]
 
 
 @pytest.fixture(scope='module')
@@ -150,7 +151,7 @@ def test_tools_help():
                          ids=['retinanet', 'semantic_fpn'])
 def test_whole_model_onnx(config, package, n_outputs, tmp_path):
     require('mmcv.ops', package)           # mmdet/mmseg models import compiled ops
-    from rep_backbones.apis.build import TensorModeWrapper, build_model_from_config
+    from rep_backbones.io.build import TensorModeWrapper, build_model_from_config
     model = build_model_from_config(str(config), 'none')
     randomize_bn(model)
     reference = TensorModeWrapper(model, 'full').eval()

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from .helpers import ROOT, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.tools]
+
 SCRIPTS = {'dist_train.sh': ['CONFIG.py', '2'], 'dist_test.sh': ['CONFIG.py', 'CKPT.pth', '2']}
 
 

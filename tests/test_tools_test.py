@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from detection.toy_coco import make_toy_coco
-from segmentation.toy_ade20k import make_toy_ade20k
+from rep_backbones.toy_data import make_toy_ade20k, make_toy_coco
 
 from .helpers import require, run, run_ok
+
+pytestmark = [pytest.mark.slow, pytest.mark.mm, pytest.mark.tools]
 
 ROOT = Path(__file__).resolve().parents[1]
 DET_CFG = ROOT / 'configs' / 'toy' / 'toy_mask_rcnn_repghost_1_0x.py'
@@ -26,7 +27,7 @@ SMALL_BACKBONE = {'model.backbone.arch': '0.5x', 'model.neck.in_channels': [12, 
 def _random_checkpoint(config: Path, path: Path) -> Path:
     """Save a seeded random-init model of ``config`` (small backbone) as an mmengine checkpoint."""
     require('mmdet', 'mmseg')
-    from rep_backbones.apis.build import build_model_from_config
+    from rep_backbones.io.build import build_model_from_config
     torch.manual_seed(0)
     model = build_model_from_config(str(config), None, cfg_options=SMALL_BACKBONE)
     torch.save({'meta': {}, 'state_dict': model.state_dict()}, path)

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from detection.toy_coco import TOY_COCO_CLASSES, make_toy_coco, toy_coco_metainfo
-from segmentation.toy_ade20k import TOY_ADE_LABELS, make_toy_ade20k
+from rep_backbones.toy_data import TOY_ADE_LABELS, TOY_COCO_CLASSES, make_toy_ade20k, make_toy_coco, toy_coco_metainfo
 
-from .helpers import require
+from .helpers import ROOT, require, run_ok
 
 SIZE = (160, 208)  # (H, W)
 N_TRAIN, N_VAL = 16, 6
@@ -77,7 +77,7 @@ def test_idempotent_and_regenerates(make, pattern, tmp_path):
 
 def test_fallback_without_skimage_images(tmp_path, monkeypatch):
     """Without the bundled photos the generators fall back to generated noise backgrounds."""
-    from rep_backbones import toy_drawing
+    from rep_backbones.toy_data import drawing as toy_drawing
 
     toy_drawing.load_source.cache_clear()
     monkeypatch.setattr(toy_drawing, '_skimage_data_dir', lambda: None)
@@ -272,3 +272,18 @@ def test_mmseg_ade20k_dataset_reads_toy_ade(ade_root):
             seg = sample['data_samples'].gt_sem_seg.data
             assert tuple(seg.shape[-2:]) == SIZE
             assert set(seg.unique().tolist()) <= allowed
+
+
+@pytest.mark.parametrize('script, dataset', [('detection/prepare_toy_coco.py', 'coco'),
+                                             ('segmentation/prepare_toy_ade20k.py', 'ade20k')])
+def test_prepare_scripts_and_module_cli_write_the_same_set(script, dataset, tmp_path):
+    """``python detection/prepare_toy_coco.py`` (a thin script) and ``python -m rep_backbones.toy_data coco``
+    write byte-identical sets for the same arguments."""
+    args = ['--num-train', '2', '--num-val', '1', '--size', '64', '80']
+    run_ok([sys.executable, os.path.join(ROOT, script), '--root', str(tmp_path / 'script'), *args], cwd=tmp_path)
+    run_ok([sys.executable, '-m', 'rep_backbones.toy_data', dataset, '--root', str(tmp_path / 'module'), *args],
+           cwd=ROOT)
+    files = sorted(p.relative_to(tmp_path / 'script') for p in (tmp_path / 'script').rglob('*') if p.is_file())
+    assert len(files) >= 4
+    for rel in files:
+        assert (tmp_path / 'script' / rel).read_bytes() == (tmp_path / 'module' / rel).read_bytes(), rel

@@ -12,9 +12,11 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 import rep_backbones
-from rep_backbones.apis.build import build_model_from_config
+from rep_backbones.io.build import build_model_from_config
 
 from .helpers import assert_fusion_exact, assert_rel_close, count_norms, damp_deep_plain_backbone, randomize_bn
+
+pytestmark = [pytest.mark.slow, pytest.mark.mm]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every model config but the flat former names (one-line stubs of these: tests/test_configs.py).
@@ -72,8 +74,8 @@ def test_config_fuses_as_trained(config):
 def test_whole_fused_checkpoint_loads_into_the_deploy_structure(tmp_path):
     """tools/fuse_checkpoint.py --whole: the file loads strictly into the deploy config's model with the
     necks' / heads' pairs folded (what tools/test.py --whole-fused builds) and computes the same."""
-    from rep_backbones.apis.fused_checkpoint import build_deploy_model, fuse_checkpoint
     from rep_backbones.checkpoint import read_checkpoint
+    from rep_backbones.deploy.fused_checkpoint import build_deploy_model, fuse_checkpoint
     config = os.path.join(ROOT, 'configs', 'toy', 'toy_retinanet_repghost_1_0x.py')
     options = {'model.backbone.arch': '0.5x', 'model.neck.in_channels': [12, 20, 56, 80],
                'model.neck.norm_cfg': dict(type='BN'), 'model.bbox_head.norm_cfg': dict(type='BN')}

@@ -23,11 +23,13 @@ import yaml
 from mmengine.config import Config
 
 import rep_backbones
-from rep_backbones.apis.build import build_model_from_config
 from rep_backbones.checkpoint import CheckpointError
+from rep_backbones.io.build import build_model_from_config
 
 from .helpers import keys_file, synthetic_state_dict
 from .test_weights_url import hub_cache, served  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.slow, pytest.mark.mm]
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = 'https://github.com/suous/RepNeXt/releases/download/v1.0/'
@@ -47,8 +49,8 @@ def legacy_neck_head_keys(scope: str) -> set:
         heads = {f'rpn_head.{m}.{p}' for m in ('rpn_conv', 'rpn_cls', 'rpn_reg') for p in ('weight', 'bias')}
         heads |= {f'roi_head.bbox_head.{m}.{p}' for m in ('fc_cls', 'fc_reg', 'shared_fcs.0', 'shared_fcs.1')
                   for p in ('weight', 'bias')}
-        heads |= {f'roi_head.mask_head.{m}.{p}' for m in [f'convs.{i}.conv' for i in range(4)] + ['upsample', 'conv_logits']
-                  for p in ('weight', 'bias')}
+        mask_head = [f'convs.{i}.conv' for i in range(4)] + ['upsample', 'conv_logits']
+        heads |= {f'roi_head.mask_head.{m}.{p}' for m in mask_head for p in ('weight', 'bias')}
         return fpn | heads
     # FPNHead: scale head i has max(1, i) ConvModules (3x3 conv + BN + ReLU), an upsample after each
     # ConvModule from scale 1 on (no parameters), then conv_seg.
@@ -179,7 +181,7 @@ def _coco_named_toy_set(root: Path) -> Path:
     predict those), the toy shapes mapped onto the first four."""
     from mmdet.datasets import CocoDataset
 
-    from detection.toy_coco import make_toy_coco
+    from rep_backbones.toy_data import make_toy_coco
     paths = make_toy_coco(str(root), num_train=1, num_val=2, image_size=(96, 128))
     ann = json.loads(Path(paths['val_ann']).read_text())
     old_ids = sorted(c['id'] for c in ann['categories'])
@@ -239,7 +241,7 @@ def test_released_detector_through_tools_test(served, hub_cache, tmp_path):  # n
                     reason='openmim not installed')
 def test_released_segmentor_through_mim_test(served, hub_cache, tmp_path):  # noqa: F811
     """``mim test rep_backbones CONFIG --checkpoint URL`` on the RepNeXt-M3 Semantic FPN file."""
-    from segmentation.toy_ade20k import make_toy_ade20k
+    from rep_backbones.toy_data import make_toy_ade20k
     config = 'repnext/fpn_repnext-m3_4xb4-80k_ade20k-512x512.py'
     url = _publish(served, legacy_checkpoint(config, 'repnext_m3'), 'repnext_m3_ade20k.pth')
     root = tmp_path / 'ade'

@@ -14,7 +14,7 @@ onnxruntime, for backbones and whole detectors / segmentors.
         --rounds 9
 
 Forms. Backbones (``--variants``): ``train`` = training structure in eval mode; ``upstream`` = the
-family's official converter imitated (``rep_backbones/apis/upstream_forms.py``; RepGhostNet and
+family's official converter imitated (``rep_backbones.fusion.official_fused``; RepGhostNet and
 RepNeXt only); ``fused`` = ``rep_backbones.fuse``; ``ort`` = onnxruntime on the TorchScript export
 of ``fused`` (NCHW input, ``intra_op_num_threads = --threads``). Each torch form runs in every
 ``--memory-format`` (``nchw``, ``channels_last``: model and input converted). Whole models
@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from rep_backbones.apis import benchmark as bm
-from rep_backbones.apis.atomic import atomic_write, write_json
-from rep_backbones.apis.build import shape_tuple
+from rep_backbones.io.atomic import atomic_write, write_json
+from rep_backbones.io.build import shape_tuple
 
 # One RetinaNet per family for --train-memory (RepMobile: the S config).
 DEFAULT_TRAIN_CONFIGS = ('configs/retinanet_repghost_1_0x.py', 'configs/retinanet_repghostnetv2_s.py',

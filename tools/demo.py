@@ -4,7 +4,7 @@
                          [--num-train 160] [--num-val 40] [--data-root data/toy_coco]
 
 Steps (each prints its command, its progress and its time; full logs go to WORK_DIR/*.log):
-  1. generate the toy COCO set (detection/toy_coco.py, deterministic) under --data-root;
+  1. generate the toy COCO set (rep_backbones.toy_data, deterministic) under --data-root;
   2. train configs/toy/toy_<model>_repghost_1_0x.py with tools/train.py (from scratch, CPU,
      seeded and deterministic: the same machine prints the same numbers), validating 8 times on
      the way; the validation mAP per iteration is drawn into WORK_DIR/learning_curve.png;
@@ -296,7 +296,7 @@ def main(argv=None):
     deploy_config = ROOT / 'configs' / 'toy' / 'deploy' / f'{MODELS[args.model]}_deploy.py'
     py = sys.executable
 
-    from detection.toy_coco import make_toy_coco
+    from rep_backbones.toy_data import make_toy_coco
     start = time.time()
     paths = make_toy_coco(ROOT / args.data_root, num_train=args.num_train, num_val=args.num_val)
     print(f'[1/7] toy COCO: {args.num_train} train / {args.num_val} val images in {paths["root"]} '
@@ -339,7 +339,7 @@ def main(argv=None):
     from mmengine.runner import Runner
 
     import rep_backbones
-    from rep_backbones.apis.build import build_model_from_config, load_config
+    from rep_backbones.io.build import build_model_from_config, load_config
     register_all_modules()
     logger = MMLogger.get_instance(f'demo_{time.time_ns()}', log_file=str(work / 'timing.log'))
     for handler in logger.handlers:       # evaluator tables go to the file, not the console

@@ -9,10 +9,10 @@ form and a fused checkpoint (``configs/deploy/*_deploy.py`` + ``tools/fuse_check
 training config and checkpoint (mmdeploy then calls ``backbone.switch_to_deploy()`` after loading). The first
 IMG traces the graph; ``DIR/end2end.onnx`` is written. Unless ``--no-check``, every IMG is then predicted by
 the PyTorch model and by mmdeploy's onnxruntime ``End2EndModel`` and the differences are printed (see
-``rep_backbones.apis.mmdeploy_compat.compare_predictions``); ``--as-mmdeploy`` makes the PyTorch side of a
+``rep_backbones.deploy.mmdeploy_verify.compare_predictions``); ``--as-mmdeploy`` makes the PyTorch side of a
 two-stage detector post-process as mmdeploy's graph does (``mmdet_postprocessing_as_mmdeploy``), so that
 what remains is the graph's own error. The export runs through
-``rep_backbones.apis.mmdeploy_compat`` (mmdeploy 1.3.1 on torch 2.14) and uses the test dataloader's pipeline
+``rep_backbones.deploy.mmdeploy_compat`` (mmdeploy 1.3.1 on torch 2.14) and uses the test dataloader's pipeline
 (the one ``tools/test.py`` evaluates with). Details and known differences: docs/deploy.md.
 """
 import argparse
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
 import rep_backbones  # noqa: E402,F401  (registers the backbones)
-from rep_backbones.apis import mmdeploy_compat  # noqa: E402
+from rep_backbones.deploy import mmdeploy_compat, mmdeploy_verify  # noqa: E402
 
 
 def main(argv=None):
@@ -49,15 +49,15 @@ def main(argv=None):
         if not os.path.isfile(path):
             parser.error(f'file not found: {path}')
 
-    model_cfg = mmdeploy_compat.load_model_config(args.model_cfg, args.cfg_options)
+    model_cfg = mmdeploy_verify.load_model_config(args.model_cfg, args.cfg_options)
     onnx_file = mmdeploy_compat.torch2onnx(args.images[0], args.work_dir, 'end2end.onnx', args.deploy_cfg,
                                            model_cfg, args.checkpoint, args.device)
     print(f'wrote {onnx_file}')
     if args.no_check:
         return
-    processor, pytorch_model, backend_model = mmdeploy_compat.build_models(
+    processor, pytorch_model, backend_model = mmdeploy_verify.build_models(
         args.deploy_cfg, model_cfg, args.checkpoint, [onnx_file], args.device)
-    reference_context = (mmdeploy_compat.mmdet_postprocessing_as_mmdeploy if args.as_mmdeploy
+    reference_context = (mmdeploy_verify.mmdet_postprocessing_as_mmdeploy if args.as_mmdeploy
                          else contextlib.nullcontext)
     for image in args.images:
         data, _ = processor.create_input(image)
@@ -65,7 +65,7 @@ def main(argv=None):
             with reference_context():
                 ref = pytorch_model.test_step(copy.deepcopy(data))[0]
             got = backend_model.test_step(copy.deepcopy(data))[0]
-        diff = mmdeploy_compat.compare_predictions(ref, got, top_k=args.top_k)
+        diff = mmdeploy_verify.compare_predictions(ref, got, top_k=args.top_k)
         print(f'{image}: ' + ', '.join(f'{k}={v:.6g}' for k, v in diff.items()))
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Distributed testing with torchrun, as in mmdetection:
 #   bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [test.py args...]
-#   e.g. bash tools/dist_test.sh configs/mask_rcnn_repghost_1_3x.py work_dirs/x/epoch_12.pth 8
+#   e.g. bash tools/dist_test.sh configs/repghostnet/mask-rcnn_repghostnet-1.3x_fpn_1x_coco.py work_dirs/x/epoch_12.pth 8
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT. Without CUDA the processes test on CPU (gloo).
 # PYTHON: the interpreter (default: the checkout's .venv/bin/python if it exists, else python).
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun, as in mmdetection:
 #   bash tools/dist_train.sh CONFIG NUM_PROCS [train.py args...]
-#   e.g. bash tools/dist_train.sh configs/mask_rcnn_repghost_1_3x.py 8
+#   e.g. bash tools/dist_train.sh configs/repghostnet/mask-rcnn_repghostnet-1.3x_fpn_1x_coco.py 8
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT. Without CUDA the processes train on CPU (gloo).
 # PYTHON: the interpreter (default: the checkout's .venv/bin/python if it exists, else python).
 set -euo pipefail

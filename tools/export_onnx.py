@@ -25,7 +25,7 @@ re-parameterizable backbone, no BatchNorm left in it). Then
 * ``--features-only``: backbone + neck (``extract_feat``).
 * ``--backbone-only``: the backbone's feature maps.
 
-Exporter: ``torch.onnx.export(..., dynamo=False)`` (see ``rep_backbones/apis/onnx_export.py``); the
+Exporter: ``torch.onnx.export(..., dynamo=False)`` (see ``rep_backbones/deploy/export.py``); the
 file is written atomically (complete or not at all).
 
 Check. onnxruntime (CPU) runs the file on the same random input as PyTorch; the largest absolute
@@ -44,9 +44,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from rep_backbones.apis.build import shape_tuple
-from rep_backbones.apis.onnx_export import (build_for_export, check_onnx, export_onnx, format_op_counts,
-                                            onnx_op_counts, ort_session)
+from rep_backbones.deploy.export import build_for_export, check_onnx, export_onnx, format_op_counts, onnx_op_counts
+from rep_backbones.deploy.runtimes import ort_session
+from rep_backbones.io.build import shape_tuple
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -7,13 +7,13 @@ fuses every re-parameterizable backbone with ``rep_backbones.fuse`` and writes
 ``{'meta': ..., 'state_dict': fused}``. The file is checked by loading it, strictly, into the same
 config built with ``backbone.deploy=True`` (what ``configs/deploy/*_deploy.py`` do) before it
 replaces FUSED.pth (atomically: FUSED.pth is either the old file or the complete checked new one).
-See ``rep_backbones/apis/fused_checkpoint.py``.
+See ``rep_backbones/deploy/fused_checkpoint.py``.
 """
 import argparse
 
 from mmengine.config import DictAction
 
-from rep_backbones.apis.fused_checkpoint import fuse_checkpoint
+from rep_backbones.deploy.fused_checkpoint import fuse_checkpoint
 
 
 def main():

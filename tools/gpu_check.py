@@ -9,7 +9,7 @@ Steps (each timed; a failing step is reported and the next one runs):
    on CUDA tensors equal their CPU results.
 2. ``fuse``: ``rep_backbones.fuse`` of one backbone per family on CUDA, float32 (TF32 off), BN and
    SyncBN forms, equal to the training form (max |diff| <= 1e-4 * max |output|).
-3. ``train``: toy Mask R-CNN (configs/toy/, toy COCO from detection/toy_coco.py) trained for
+3. ``train``: toy Mask R-CNN (configs/toy/, toy COCO from rep_backbones.toy_data) trained for
    ``--iters`` iterations with SyncBN in the backbone, through ``tools/dist_train.sh CONFIG 1``
    (torchrun, one process, NCCL), validation included.
 4. ``test``: ``tools/dist_test.sh`` on that checkpoint with SyncBN kept: RepFuseHook fuses the model

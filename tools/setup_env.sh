@@ -136,8 +136,9 @@ log "installing $(basename "$MMCV_WHEEL") ($MMCV_VARIANT)"
 "${PIP[@]}" install -q --no-deps --force-reinstall "$MMCV_WHEEL"
 # mmcv's own runtime requirements (its wheel was installed with --no-deps).
 "${PIP[@]}" install -q addict packaging Pillow pyyaml yapf opencv-python
-# mmdeploy (whole-model ONNX export, docs/deploy.md) with --no-deps: its wheel declares protobuf<=3.20.2, which
-# would downgrade the protobuf that onnx needs; requirements/deploy.txt pins what it imports instead.
+# Deployment (docs/deploy.md): openvino, nncf and mmdeploy with --no-deps: mmdeploy's wheel declares
+# protobuf<=3.20.2, which would downgrade the protobuf that onnx needs, and nncf declares scikit-learn and ninja,
+# which its OpenVINO path does not import; requirements/deploy.txt pins what they import instead.
 "${PIP[@]}" install -q --no-deps -r requirements/deploy.txt
 
 log "installing rep_backbones (editable)"
@@ -147,6 +148,7 @@ MMCV_VARIANT="$MMCV_VARIANT" "$VENV/bin/python" - <<'EOF'
 import os
 import mmcv, mmdet, mmseg, mmengine, timm, torch
 from mmcv.ops import get_compiling_cuda_version, nms, roi_align  # compiled ops must load
+import nncf, openvino, onnxruntime  # the deploy runtimes and quantizers (requirements/deploy.txt)
 import rep_backbones
 if os.environ['MMCV_VARIANT'] != 'cpu' and get_compiling_cuda_version() == 'not available':
     raise SystemExit(f"[setup_env] the installed mmcv has no CUDA ops, expected {os.environ['MMCV_VARIANT']}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Testing on a Slurm cluster, with mmdetection's interface:
 #   bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
-#   e.g. bash tools/slurm_test.sh gpu repghost configs/mask_rcnn_repghost_1_3x.py work_dirs/repghost/epoch_36.pth
+#   e.g. bash tools/slurm_test.sh gpu repghost configs/repghostnet/mask-rcnn_repghostnet-1.3x_fpn_1x_coco.py work_dirs/repghost/epoch_36.pth
 # GPUS: tasks (one per GPU, default 8); GPUS_PER_NODE (default 8, at most GPUS); CPUS_PER_TASK (default 5);
 # SRUN_ARGS: more srun options (split at spaces), e.g. SRUN_ARGS="--time=02:00:00".
 # PYTHON: the interpreter (default: the checkout's .venv/bin/python if it exists, else python).

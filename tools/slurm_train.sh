@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training on a Slurm cluster, with mmdetection's interface:
 #   bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
-#   e.g. GPUS=16 bash tools/slurm_train.sh gpu repghost configs/mask_rcnn_repghost_1_3x.py work_dirs/repghost
+#   e.g. GPUS=16 bash tools/slurm_train.sh gpu repghost configs/repghostnet/mask-rcnn_repghostnet-1.3x_fpn_1x_coco.py work_dirs/repghost
 # GPUS: tasks (one per GPU, default 8); GPUS_PER_NODE (default 8, at most GPUS); CPUS_PER_TASK (default 5);
 # SRUN_ARGS: more srun options (split at spaces), e.g. SRUN_ARGS="--time=2-00:00:00 --qos=high".
 # PYTHON: the interpreter (default: the checkout's .venv/bin/python if it exists, else python).

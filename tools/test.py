@@ -33,12 +33,19 @@ import os
 from mmengine.runner import Runner
 
 import rep_backbones  # noqa: F401  (registers backbones and hooks)
-from rep_backbones.apis.atomic import write_json
 from rep_backbones.checkpoint import TRUST_ENV
 from rep_backbones.fusion import fold_conv_bn_outside
+from rep_backbones.io.atomic import write_json
 from rep_backbones.mm.cuda_ops import check_mmcv_cuda_ops
-from rep_backbones.mm.runner_utils import (DictAction, adapt_to_cpu, add_prediction_dump, draw_test_predictions,
-                                           ensure_hook, load_config, remove_hook)
+from rep_backbones.mm.runner_utils import (
+    DictAction,
+    adapt_to_cpu,
+    add_prediction_dump,
+    draw_test_predictions,
+    ensure_hook,
+    load_config,
+    remove_hook,
+)
 
 
 def parse_args():

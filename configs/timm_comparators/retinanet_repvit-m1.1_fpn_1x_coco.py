@@ -6,7 +6,7 @@
 # saved under the path below (a missing file stops the run with a message naming it); loaded as
 # released (timm key names, classifier keys reported as ignored). Fused for test / deploy by
 # RepFuseHook (in the base config) or rep_backbones.fuse, as the package's own backbones.
-_base_ = '../retinanet_repghost_1_3x.py'
+_base_ = '../repghostnet/retinanet_repghostnet-1.3x_fpn_1x_coco.py'
 model = dict(
     backbone=dict(
         _delete_=True,

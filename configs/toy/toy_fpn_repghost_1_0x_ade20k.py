@@ -1,8 +1,8 @@
-# Toy run of fpn_repghost_1_0x_ade20k_40k.py on the generated toy ADE20K set (segmentation/toy_ade20k.py;
+# Toy run of fpn_repghost_1_0x_ade20k_40k.py on the generated toy ADE20K set (rep_backbones/toy_data;
 # `python segmentation/prepare_toy_ade20k.py`): same model, with only the data root, image size and
 # schedule changed -- plus no ImageNet weights (not shipped), BN instead of SyncBN for CPU, and the
 # toy runs' reproducibility (one seed, deterministic algorithms, data read in the training process).
-_base_ = ['../fpn_repghost_1_0x_ade20k_40k.py']
+_base_ = ['../repghostnet/fpn_repghostnet-1.0x_8xb4-40k_ade20k-512x512.py']
 
 data_root = 'data/toy_ade20k'
 crop_size = (256, 256)

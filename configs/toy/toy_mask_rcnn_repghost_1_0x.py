@@ -3,7 +3,7 @@
 # full-size config as in toy_retinanet_repghost_1_0x.py: the toy data (seeded, deterministic), from
 # scratch with BN and 4 classes, neck/RPN/RoI heads 128 channels wide (box head fc 512), AdamW with
 # warm-up and cosine decay by iteration (IterBasedTrainLoop: exact resume), 8 validations on the way.
-_base_ = ['../mask_rcnn_repghost_1_0x.py', './_base_/toy_coco.py']
+_base_ = ['../repghostnet/mask-rcnn_repghostnet-1.0x_fpn_1x_coco.py', './_base_/toy_coco.py']
 
 train_dataloader = _base_.toy_train_dataloader
 val_dataloader = _base_.toy_val_dataloader

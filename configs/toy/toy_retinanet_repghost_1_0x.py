@@ -9,7 +9,7 @@
 #   not need it;
 # * AdamW (lr 1e-3) with warm-up and cosine decay, by iteration (IterBasedTrainLoop: a killed run
 #   resumed from its last checkpoint ends with the same weights), 8 validations on the way.
-_base_ = ['../retinanet_repghost_1_0x.py', './_base_/toy_coco.py']
+_base_ = ['../repghostnet/retinanet_repghostnet-1.0x_fpn_1x_coco.py', './_base_/toy_coco.py']
 
 train_dataloader = _base_.toy_train_dataloader
 val_dataloader = _base_.toy_val_dataloader

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,8 +41,8 @@ import torch
 from torch import nn
 
 import rep_backbones
-
-from .upstream_forms import NoUpstreamForm, upstream_fused
+from rep_backbones.deploy.timing import interleaved, summarize
+from rep_backbones.fusion import NoOfficialForm, official_fused
 
 BACKBONE_VARIANTS = ('train', 'upstream', 'fused', 'ort')
 MODEL_FORMS = ('train', 'fused', 'fused_whole', 'ort')
@@ -128,7 +127,8 @@ def _inference(module: Callable, *args) -> Callable[[], object]:
 def _ort_case(module: nn.Module, settings: Settings, tag: str) -> Case:
     """onnxruntime on the TorchScript export of ``module`` (fp32, NCHW input)."""
     import onnxruntime as ort
-    from .onnx_export import export_onnx, ort_session
+    from rep_backbones.deploy.export import export_onnx
+    from rep_backbones.deploy.runtimes import ort_session
     if settings.dtype != 'float32':
         return Case(None, dict(skipped=f'onnxruntime is measured in float32 only (asked {settings.dtype})'))
     x = _input(settings)
@@ -153,15 +153,15 @@ def _timed_fuse(model: nn.Module, **kwargs) -> Tuple[nn.Module, float]:
 def _backbone_case(case: dict, settings: Settings) -> Case:
     """``{'backbone': 'NAME:ARCH', 'variant': train|upstream|fused|fused_compiled|ort,
     'memory_format': nchw|channels_last}``."""
-    from .build import build_from_spec
+    from rep_backbones.io.build import build_from_spec
     torch.manual_seed(0)
     model = build_from_spec(case['backbone'])
     variant, fmt = case['variant'], case.get('memory_format', 'nchw')
     info = {}
     if variant == 'upstream':
         try:
-            model = upstream_fused(model)
-        except NoUpstreamForm as err:
+            model = official_fused(model)
+        except NoOfficialForm as err:
             return Case(None, dict(skipped=str(err)))
     elif variant in ('fused', 'fused_compiled', 'ort'):
         model, info['fuse_s'] = _timed_fuse(model)
@@ -213,7 +213,7 @@ def predict_batch(model: nn.Module, settings: Settings):
 def _built_model(config: str, checkpoint: Optional[str]) -> nn.Module:
     """The eval-mode model of a config on the CPU, built once for all forms of a table group
     (each case works on a deep copy)."""
-    from .build import build_model_from_config
+    from rep_backbones.io.build import build_model_from_config
     torch.manual_seed(0)
     return build_model_from_config(config, checkpoint, 'cpu')
 
@@ -222,7 +222,7 @@ def _model_case(case: dict, settings: Settings) -> Case:
     """``{'config': PATH, 'form': train|fused|fused_whole|ort, 'mode': tensor|predict,
     'memory_format': nchw|channels_last, 'checkpoint': None}``. Two-stage detectors run
     backbone + neck in tensor mode (their RoI stage needs NMS proposals)."""
-    from .build import TensorModeWrapper
+    from rep_backbones.io.build import TensorModeWrapper
     form, mode, fmt = case['form'], case['mode'], case.get('memory_format', 'nchw')
     if mode not in MODEL_MODES:
         raise ValueError(f'unknown mode {mode!r}; expected one of {", ".join(MODEL_MODES)}')
@@ -258,7 +258,7 @@ def _train_case(case: dict, settings: Settings) -> Case:
     (and masks for Mask R-CNN) from ``mmdet.testing.demo_mm_inputs``."""
     from mmdet.testing import demo_mm_inputs
 
-    from .build import build_model_from_config, load_config
+    from rep_backbones.io.build import build_model_from_config, load_config
     cfg = load_config(case['config'])
     options = {}
     if case.get('with_cp'):
@@ -286,7 +286,7 @@ def _classifier_train_case(case: dict, settings: Settings) -> Case:
         model = timm.create_model(case['timm'], pretrained=False)
     else:
         from ..models import CLASSIFIERS
-        from .build import build_from_spec
+        from rep_backbones.io.build import build_from_spec
         model = build_from_spec(case['classifier'], CLASSIFIERS)
     model = model.to(settings.device).train()
     gen = torch.Generator().manual_seed(0)
@@ -330,45 +330,6 @@ def build_case(case: dict, settings: Settings) -> Case:
     raise ValueError(f'unrecognised benchmark case {case}')
 
 
-# -- timing ------------------------------------------------------------------------------------
-def _sync(device: str) -> None:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
-def time_calls(fn: Callable[[], object], n: int, device: str = 'cpu') -> List[float]:
-    """Seconds of each of ``n`` calls (CUDA synchronised before and after each)."""
-    times = []
-    for _ in range(n):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def interleaved(fns: Dict[str, Callable[[], object]], settings: Settings) -> Dict[str, List[float]]:
-    """Warm every callable up, then ``rounds`` rounds of ``iters`` calls of each in turn."""
-    for fn in fns.values():
-        time_calls(fn, settings.warmup, settings.device)
-    times = {key: [] for key in fns}
-    for _ in range(settings.rounds):
-        for key, fn in fns.items():
-            times[key] += time_calls(fn, settings.iters, settings.device)
-    return times
-
-
-def summarize(times: Sequence[float], batch: int) -> dict:
-    """Milliseconds: ``n``, ``median_ms``, ``p90_ms``, ``mean_ms``, ``min_ms``; ``throughput`` =
-    items per second at the median."""
-    ms = sorted(t * 1e3 for t in times)
-    median = statistics.median(ms)
-    return dict(n=len(ms), median_ms=median, p90_ms=float(np.percentile(ms, 90)), mean_ms=statistics.fmean(ms),
-                min_ms=ms[0], throughput=batch / (median / 1e3))
-
-
-# -- memory ------------------------------------------------------------------------------------
 def _proc_status_kb(field_name: str) -> int:
     with open('/proc/self/status') as f:
         for line in f:
@@ -452,7 +413,8 @@ def _run_table(groups: Dict[str, Dict[tuple, dict]], settings: Settings,
                 notes[f'{label} {key[0]}'] = result.info['skipped']
             else:
                 built[key] = result
-        times = interleaved({k: b.fn for k, b in built.items()}, settings)
+        times = interleaved({k: b.fn for k, b in built.items()}, settings.rounds, settings.iters, settings.warmup,
+                            settings.device)
         for key, result in built.items():
             row = dict(model=label, **{k: v for k, v in cases[key].items() if k not in ('backbone', 'config')},
                        **summarize(times[key], settings.batch), **result.info)
@@ -479,7 +441,7 @@ def expand_backbone_specs(specs: Sequence[str]) -> List[str]:
     """``NAME[:ARCH]`` specs with the arch filled in; ``all`` = every registered backbone at its
     default arch."""
     from ..models import BACKBONES
-    from .build import parse_backbone_spec
+    from rep_backbones.io.build import parse_backbone_spec
     out = []
     for spec in specs:
         for one in (sorted(BACKBONES) if spec == 'all' else [spec]):

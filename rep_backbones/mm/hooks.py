@@ -111,7 +111,8 @@ class RepFuseHook(Hook):
             out = fused_out if isinstance(fused_out, (tuple, list)) else (fused_out,)
             label = name or 'model'
             if len(ref) != len(out) or any(a.shape != b.shape for a, b in zip(ref, out)):
-                raise RuntimeError(f'RepFuseHook: fused {label} returns maps of shapes {[tuple(b.shape) for b in out]}, '
+                shapes = [tuple(b.shape) for b in out]
+                raise RuntimeError(f'RepFuseHook: fused {label} returns maps of shapes {shapes}, '
                                    f'its training form {[tuple(a.shape) for a in ref]}')
             diff = max((a - b).abs().max().item() for a, b in zip(ref, out))
             scale = max(a.abs().max().item() for a in ref)

@@ -3,11 +3,11 @@
 :func:`integrate` is called once by ``rep_backbones.mm`` (which ``import rep_backbones`` imports when
 mmengine is installed). It is idempotent and does exactly four things:
 
-1. registers every plain-PyTorch backbone (``rep_backbones.models.BACKBONES``) and the hooks in
-   mmengine's root registries and in the ``rep_backbones`` scope (``rep_backbones/registry.py``);
-2. registers the safe checkpoint loader (local files and http(s) URLs) with
-   ``CheckpointLoader.register_scheme`` and
-   allow-lists mmengine's ``HistoryBuffer`` for it (``safe_load.py``);
+1. registers every plain-PyTorch backbone (``rep_backbones.models.BACKBONES``) and the hooks in the
+   ``rep_backbones`` scope, and in mmengine's root registries where the name is free (``registry.py``);
+2. installs the safe checkpoint loaders with ``CheckpointLoader.register_scheme``: local files
+   (mmengine's reader first, the safe one for what it refuses) and http(s) URLs (hash-verified), and
+   allow-lists mmengine's ``HistoryBuffer`` for them (``safe_load.py``);
 3. gives the backbones mmengine's ``initialize`` for ``init_cfg`` types other than ``Pretrained``;
 4. forwards the ``rep_backbones`` logger (checkpoint load reports) to the current ``MMLogger``.
 """
@@ -39,18 +39,19 @@ def integrate() -> None:
     from ..checkpoint import add_safe_globals
     from ..models import BACKBONES
     from ..models.base import RepBackbone
-    from ..registry import HOOKS, MMENGINE_HOOKS, MMENGINE_MODELS, MODELS, register
     from .hooks import RepFuseHook, SafeCheckpointHook
-    from .safe_load import SAFE_CLASSES, load_checkpoint_source
+    from .registry import HOOKS, MMENGINE_HOOKS, MMENGINE_MODELS, MODELS, register
+    from .safe_load import SAFE_CLASSES, load_local, load_url
 
     for name, cls in BACKBONES.items():
-        register((MMENGINE_MODELS, MODELS), cls, name)
+        register(cls, name, scoped=MODELS, root=MMENGINE_MODELS)
     for hook in (RepFuseHook, SafeCheckpointHook):
-        register((MMENGINE_HOOKS, HOOKS), hook)
+        register(hook, hook.__name__, scoped=HOOKS, root=MMENGINE_HOOKS)
 
     add_safe_globals(SAFE_CLASSES)
-    CheckpointLoader.register_scheme(prefixes=('', 'http://', 'https://'), loader=load_checkpoint_source,
-                                     force=True)
+    # force=True: these prefixes are mmengine's own; every other scheme stays its.
+    CheckpointLoader.register_scheme(prefixes='', loader=load_local, force=True)
+    CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), loader=load_url, force=True)
 
     RepBackbone.external_initializer = staticmethod(initialize)
 

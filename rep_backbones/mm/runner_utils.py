@@ -21,11 +21,11 @@ import torch
 from mmengine.config import Config, DictAction  # noqa: F401  (DictAction re-exported for the tools)
 from mmengine.logging import print_log
 
-from ..apis import build
+from ..io import build
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None) -> Config:
-    """:func:`rep_backbones.apis.build.load_config` plus the Runner's ``work_dir`` default."""
+    """:func:`rep_backbones.io.build.load_config` plus the Runner's ``work_dir`` default."""
     cfg = build.load_config(path, cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
@@ -140,7 +140,7 @@ def atomic_dump_metric(dump_class):
     from mmengine.fileio import dump
     from mmengine.logging import print_log
 
-    from rep_backbones.apis.atomic import atomic_write
+    from rep_backbones.io.atomic import atomic_write
 
     class AtomicDump(dump_class):
         def compute_metrics(self, results: list) -> dict:

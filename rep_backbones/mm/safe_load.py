@@ -1,23 +1,30 @@
 """Safe checkpoint loading for mmengine 0.10.7 on torch >= 2.6.
 
 mmengine 0.10.7 reads local checkpoints with a bare ``torch.load``; since torch 2.6 that means
-``weights_only=True`` and files written by mmengine's Runner fail (they pickle ``HistoryBuffer`` and
-numpy objects). Instead of turning ``weights_only`` off for every file, this module provides
-:func:`load_checkpoint_source` (:func:`rep_backbones.checkpoint.read_checkpoint` with mmengine's
-signature), which ``integration.integrate`` registers as mmengine's loader for local paths and
-``http(s)://`` URLs (downloaded into torch hub's cache, sha256 prefix of the name verified, safetensors
-read too): plain-data classes are allow-listed, and a file that needs more is refused with a message
-naming ``REP_BACKBONES_TRUST_CHECKPOINTS=1``.
-Checkpoints that this package's runs write load safely because ``SafeCheckpointHook`` (in
-``hooks.py``) stores the message hub's buffers as :class:`DataHistoryBuffer`.
+``weights_only=True``, and the files mmengine's own Runner writes fail (they pickle ``HistoryBuffer``
+and numpy objects). ``integration.integrate`` installs the two loaders below with
+``CheckpointLoader.register_scheme``, the one place this package changes how mmengine reads files:
+
+* :func:`load_local` (local paths) calls mmengine's own reader first and uses this package's safe
+  reader (:func:`rep_backbones.checkpoint.read_checkpoint`) only for a file that one refuses: Runner
+  checkpoints (plain-data classes allow-listed; a file that needs more is refused with a message naming
+  ``REP_BACKBONES_TRUST_CHECKPOINTS=1``), safetensors files, and damaged files (named and described).
+  Files mmengine reads itself come back exactly as mmengine returns them.
+* :func:`load_url` (``http(s)://``): downloaded once into torch hub's cache, with the sha256 prefix
+  of the file name verified (mmengine's reader checks nothing), then read safely.
+
+Other schemes (``s3://``, ``open-mmlab://``, ...) stay mmengine's. Checkpoints that this package's
+runs write load safely because ``SafeCheckpointHook`` (in ``hooks.py``) stores the message hub's
+buffers as :class:`DataHistoryBuffer`.
 """
 import os.path as osp
 from typing import Optional
 
 from mmengine.logging import print_log
 from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner.checkpoint import load_from_local as mmengine_load_from_local
 
-from ..checkpoint import is_url, read_checkpoint
+from ..checkpoint import read_checkpoint
 
 
 class DataHistoryBuffer(HistoryBuffer):
@@ -46,20 +53,34 @@ class DataHistoryBuffer(HistoryBuffer):
 SAFE_CLASSES = (HistoryBuffer, DataHistoryBuffer)
 
 
-def load_checkpoint_source(filename, map_location=None):
-    """mmengine loader for local paths and http(s) URLs: :func:`read_checkpoint` with mmengine's
-    signature (a missing local file raises ``CheckpointNotFoundError``, a ``FileNotFoundError``).
-    Files from mmdet 2.x / mmseg 0.x say so in the log (:func:`legacy_origin`)."""
-    if not is_url(filename):
-        filename = osp.expanduser(filename)
+def load_local(filename, map_location=None):
+    """mmengine loader for local paths: mmengine's own reader, else (for a file it refuses or cannot
+    read) :func:`read_checkpoint`. A missing file is mmengine's ``FileNotFoundError``."""
+    try:
+        checkpoint = mmengine_load_from_local(filename, map_location)
+    except FileNotFoundError:
+        raise
+    except Exception:  # weights_only refusal (Runner files), safetensors, damage: read_checkpoint names it
+        checkpoint = read_checkpoint(osp.expanduser(filename), map_location=map_location)
+    _log_origin(filename, checkpoint)
+    return checkpoint
+
+
+def load_url(filename, map_location=None):
+    """mmengine loader for ``http(s)://`` URLs: :func:`read_checkpoint` (hash-verified, cached)."""
     checkpoint = read_checkpoint(filename, map_location=map_location)
+    _log_origin(filename, checkpoint)
+    return checkpoint
+
+
+def _log_origin(filename, checkpoint) -> None:
+    """Files from mmdet 2.x / mmseg 0.x say so in the log (:func:`legacy_origin`)."""
     origin = legacy_origin(checkpoint)
     if origin:
         print_log(f'{filename}: written by {origin}. Loaded as it is: the neck and head keys of RetinaNet, '
                   'Mask R-CNN and Semantic FPN did not change in mmdet 3.x / mmseg 1.x (their own model zoos '
                   'serve 2.x / 0.x files for them), and a backbone of this package converts its official key '
                   'layout itself where it differs (logged when it does).', logger='current')
-    return checkpoint
 
 
 # ``meta`` keys that the mmcv 1.x runners of mmdet 2.x / mmseg 0.x write, and the major versions

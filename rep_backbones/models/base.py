@@ -10,8 +10,9 @@ A family subclasses :class:`RepBackbone` and provides
   that replaces submodules needs no bookkeeping);
 * ``_forward_stages(x)`` (optional): the same walk written over the family's own containers, which
   TorchScript compiles (the default walks ``feature_stages()``, a Python list, and does not script);
-* ``conv_bn_pairs(module)`` (optional): ``(conv, bn)`` attribute pairs of a block that no
-  ``nn.Sequential`` or ``switch_to_deploy`` covers (e.g. the stem's ``conv_stem``/``bn1``);
+* ``conv_bn_pairs()`` (optional): its own ``(conv, bn)`` pairs outside any block (the stem's
+  ``conv_stem``/``bn1``), and ``foreign_conv_bn_pairs`` for timm blocks it uses (blocks of the
+  package declare theirs with their own ``conv_bn_pairs()``; see CONTRIBUTING.md, "Fusion vocabulary");
 * ``_reparameterize()`` only where fusion order matters (RepNeXt): the default is the package's one
   walk, :func:`~rep_backbones.reparam.reparameterize_tree`;
 * ``state_dict_form(sd)``: ``'train'`` or ``'deploy'``, from the keys of a state dict, and optionally
@@ -39,10 +40,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import checkpoint as ckpt
-from ..reparam import fold_bn_pairs, fold_bn_pairs_in_state_dict, is_norm, reparameterize_tree
+from ..reparam import conv_bn_pairs, fold_bn_pairs_in_state_dict, fold_conv_bn_pairs, is_norm, reparameterize_tree
 from .layers import BN_EPS
 
 logger = logging.getLogger('rep_backbones')
+
+
+class NoOfficialForm(ValueError):
+    """The family (or this variant) has no official fusion to imitate."""
 
 
 class RepBackbone(nn.Module):
@@ -64,17 +69,21 @@ class RepBackbone(nn.Module):
     """
     arch_settings: ClassVar[Dict[str, object]] = {}
     arch_aliases: ClassVar[Dict[str, str]] = {}
+    # (conv, bn) pairs of block classes the package does not define (timm's), by class.
+    foreign_conv_bn_pairs: ClassVar[Dict[type, Tuple[Tuple[str, str], ...]]] = {}
+    # The variants the family tables and benchmarks measure (``registry.family_specs``).
+    representative_archs: ClassVar[Tuple[str, ...]] = ()
     default_out_indices: ClassVar[Tuple[int, ...]] = (0, 1, 2, 3)
     # Memory format of the deploy form's weights. Channels-last conv weights make PyTorch's CPU
     # convolutions take the oneDNN NHWC path even for an NCHW input (activations stay channels-last
-    # inside; the returned maps are made NCHW). Measured by tools/analysis/memory_format.py (fused,
-    # 512x512, 2 threads, idle machine): channels-last / NCHW time = 0.53 RepGhostNet 1.0x,
-    # 0.52 RepGhostNetV2 S, 0.70 MobileNetV4 S, 0.64 RepNeXt M0, 0.82 RepMobile S: every family here.
-    # TimmRepBackbone keeps NCHW (any timm net: not measured for each).
+    # inside; the returned maps are made NCHW): faster for every family here (docs/benchmarks.md,
+    # "Memory format"). TimmRepBackbone keeps NCHW.
     deploy_memory_format: ClassVar[torch.memory_format] = torch.channels_last
     # ``initializer(module, init_cfg)`` for init_cfg types other than 'Pretrained'; the mm layer sets
     # it to mmengine's ``initialize`` (kept out of here: this module imports nothing from mm).
     external_initializer: ClassVar[Optional[Callable]] = None
+    # What :meth:`to_int8_layout` makes of the fused backbone ('default': it leaves it as fused).
+    int8_layout: ClassVar[str] = 'default'
     # Python-side properties that TorchScript would otherwise try to compile with the model
     __jit_unused_properties__: ClassVar[List[str]] = ['out_channels', 'out_strides', 'grad_checkpointing']
 
@@ -148,15 +157,17 @@ class RepBackbone(nn.Module):
     def feature_stages(self) -> List[List[nn.Module]]:
         raise NotImplementedError
 
-    def conv_bn_pairs(self, module: nn.Module) -> Iterable[Tuple[str, str]]:
-        """``(conv, bn)`` attribute names of ``module`` to fold, for pairs outside an ``nn.Sequential``
-        whose block has no ``switch_to_deploy``; ``bn`` must read exactly ``conv``'s output."""
-        return ()
+    def conv_bn_pairs(self) -> List[Tuple[str, str]]:
+        """The backbone's own ``(conv, bn)`` pairs outside any block (e.g. the stem's ``conv_stem`` /
+        ``bn1``); ``bn`` must read exactly ``conv``'s output. Blocks declare theirs the same way, and
+        ``foreign_conv_bn_pairs`` those of classes the package does not define
+        (:func:`~rep_backbones.reparam.conv_bn_pairs`)."""
+        return []
 
     def _reparameterize(self) -> None:
         """Fold every training-time branch and every BatchNorm in place (the default walk)."""
-        reparameterize_tree(self, self.conv_bn_pairs)
-        fold_bn_pairs(self, self.conv_bn_pairs(self))
+        reparameterize_tree(self, self.foreign_conv_bn_pairs)
+        fold_conv_bn_pairs(self, self.foreign_conv_bn_pairs)
 
     @classmethod
     def state_dict_form(cls, state_dict) -> str:
@@ -171,18 +182,13 @@ class RepBackbone(nn.Module):
         return state_dict
 
     def conv_bn_pair_names(self) -> List[Tuple[str, str]]:
-        """Dotted names of every ``(conv, bn)`` pair the walk folds (found in the structure, train or
-        deploy form: a folded BN stays as ``nn.Identity`` under its name): ``conv_bn_pairs``, pairs
-        in ``nn.Sequential`` and blocks' ``folded_pairs()``."""
+        """Dotted names of every ``(conv, bn)`` pair the walk folds, by the walk's own rule
+        (:func:`~rep_backbones.reparam.conv_bn_pairs`; train or deploy form: a folded BN stays as
+        ``nn.Identity`` under its name)."""
         pairs = []
         for name, module in self.named_modules():
             prefix = f'{name}.' if name else ''
-            own = module.folded_pairs() if hasattr(module, 'folded_pairs') else self.conv_bn_pairs(module)
-            pairs += [(prefix + conv, prefix + bn) for conv, bn in own]
-            if isinstance(module, nn.Sequential):
-                children = list(module.named_children())
-                pairs += [(prefix + a, prefix + b) for (a, conv), (b, bn) in zip(children[:-1], children[1:])
-                          if isinstance(conv, (nn.Conv2d, nn.Linear)) and (is_norm(bn) or isinstance(bn, nn.Identity))]
+            pairs += [(prefix + conv, prefix + bn) for conv, bn in conv_bn_pairs(module, self.foreign_conv_bn_pairs)]
         return pairs
 
     @staticmethod
@@ -278,6 +284,26 @@ class RepBackbone(nn.Module):
     def reparameterize(self) -> None:
         """timm's name for :meth:`switch_to_deploy`."""
         self.switch_to_deploy()
+
+    def to_official_form(self) -> nn.Module:
+        """In place, on the training form: fuse the way the family's official converter does (what
+        official fused files hold; the benchmark's baseline). Returns self. Families whose release
+        ships no converter raise :class:`NoOfficialForm`."""
+        raise NoOfficialForm(f'{type(self).__name__} has no official fusion to imitate (its release ships '
+                             'no converter)')
+
+    # -- INT8 ------------------------------------------------------------------------------------
+    def prepare_int8_fusion(self) -> None:
+        """On the training form, before fusing for INT8: steer the fusion towards the family's INT8
+        layout (RepNeXt fuses straight to its single branch). Default: nothing."""
+
+    def to_int8_layout(self) -> str:
+        """On the fused backbone, in place: the family's INT8-friendlier exact layout (same float
+        function, a graph that quantizes with less error); returns its name, ``int8_layout``."""
+        if not self.deploy:
+            raise ValueError(f'{type(self).__name__} is not fused (deploy=False): call switch_to_deploy() '
+                             'or rep_backbones.fuse() before to_int8_layout()')
+        return self.int8_layout
 
     # -- checkpoints -----------------------------------------------------------------------------
     def init_weights(self) -> None:

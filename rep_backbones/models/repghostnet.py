@@ -19,7 +19,7 @@ the official converter, which keeps those BNs (its files load: see ``convert_sta
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from timm.layers import make_divisible
@@ -30,7 +30,7 @@ from .. import checkpoint as ckpt
 from ..reparam import bn_branch, conv_bn_branch, identity_kernel, is_norm, make_conv, merge_branches
 from .base import RepBackbone, apply_norm_cfg, arch_aliases
 from .layers import BN_EPS, ConvNormAct, OfficialClassifierHead
-from .zoo import register_backbone, register_classifier
+from .registry import register_backbone, register_classifier
 
 
 class RepGhostNetArch(NamedTuple):
@@ -64,6 +64,32 @@ STAGE_TABLE: List[List[Tuple[int, int, int, float, int]]] = [
 ]
 # Blocks ending each feature stage (deepest block at strides 4, 8, 16, 32), then the final 1x1 conv.
 FEATURE_BLOCKS = (2, 4, 6, 8, 9)
+
+# The published figures of the ImageNet classifier (rep_backbones.complexity puts our counts beside them).
+# Strings keep their precision: '4,073,604' is exact, '142.39M' matches every count that rounds to it.
+PAPER_TABLE = dict(
+    source='ChengpengChen/RepGhost README.md (Params/FLOPs) + exact counts of the official model/repghost.py',
+    note='the paper counts the official deploy form (RepGhost branches fused, conv+BN pairs kept); our fusion '
+         'also folds every conv+BN, so "ours fused" has fewer parameters',
+    official_deploy=True, readme_params_form='official_deploy',
+    variants={
+        '0.5x': dict(train_params='2,313,968', official_deploy_params='2,306,528', macs='43.31M',
+                     readme_params='2.3M', readme_macs='43M'),
+        '0.58x': dict(train_params='2,546,388', official_deploy_params='2,537,736', macs='59.80M',
+                      readme_params='2.5M', readme_macs='60M'),
+        '0.8x': dict(train_params='3,278,968', official_deploy_params='3,267,112', macs='95.52M',
+                     readme_params='3.3M', readme_macs='96M'),
+        '1.0x': dict(train_params='4,073,604', official_deploy_params='4,058,772', macs='142.39M',
+                     readme_params='4.1M', readme_macs='142M'),
+        '1.11x': dict(train_params='4,539,984', official_deploy_params='4,523,568', macs='170.12M',
+                      readme_params='4.5M', readme_macs='170M'),
+        '1.3x': dict(train_params='5,478,612', official_deploy_params='5,459,316', macs='231.12M',
+                     readme_params='5.5M', readme_macs='231M'),
+        '1.5x': dict(train_params='6,575,336', official_deploy_params='6,553,064', macs='301.32M',
+                     readme_params='6.6M', readme_macs='301M'),
+        '2.0x': dict(train_params='9,796,124', official_deploy_params='9,766,460', macs='515.87M',
+                     readme_params='9.8M', readme_macs='516M'),
+    })
 
 
 # -- block fusion (the blocks are timm's) -------------------------------------------------------------
@@ -100,6 +126,7 @@ class RepGhostNet(RepBackbone):
     """
     arch_settings = ARCHS
     arch_aliases = ALIASES
+    representative_archs = ('1.0x',)
 
     def __init__(self, arch: str = '1.0x', out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
                  norm_eval: bool = False, deploy: bool = False, norm_cfg: Optional[dict] = None,
@@ -154,21 +181,27 @@ class RepGhostNet(RepBackbone):
         return outs
 
     # -- fusion (the default walk; these pairs sit outside any nn.Sequential) -------------------------
-    def conv_bn_pairs(self, module: nn.Module) -> Iterable[Tuple[str, str]]:
-        if module is self:
-            return [('conv_stem', 'bn1')]
-        if isinstance(module, RepGhostBottleneck) and module.conv_dw is not None:
-            return [('conv_dw', 'bn_dw')]
-        return ()
+    foreign_conv_bn_pairs = {RepGhostBottleneck: (('conv_dw', 'bn_dw'),)}     # strided blocks only
+
+    def conv_bn_pairs(self) -> List[Tuple[str, str]]:
+        return [('conv_stem', 'bn1')]
 
     def is_head_key(self, key: str) -> bool:
         return RepBackbone.is_head_key(key) or (not self.has_final_conv and key.startswith('blocks.9.'))
 
     def _reparameterize(self) -> None:
+        self.to_official_form()
+        super()._reparameterize()
+
+    @torch.no_grad()
+    def to_official_form(self) -> nn.Module:
+        """The official converter (``convert_to_deploy``, timm's ``RepGhostModule.switch_to_deploy``):
+        only each RepGhost module's branches fused (:func:`fuse_ghost_branches`); every other conv+BN
+        pair keeps its BN (48 BatchNorms left in the 1.0x classifier)."""
         for module in self.modules():
             if isinstance(module, RepGhostModule):
                 fuse_ghost_branches(module)
-        super()._reparameterize()
+        return self
 
     # -- checkpoints -----------------------------------------------------------------------------
     @classmethod
@@ -187,10 +220,16 @@ class RepGhostNet(RepBackbone):
 class RepGhostNetClassifier(OfficialClassifierHead, RepGhostNet):
     """The ImageNet classifier (official head, see :class:`OfficialClassifierHead`). Keys equal the
     official checkpoints'; ``switch_to_deploy`` fuses the body."""
+    paper_table = PAPER_TABLE
 
     def __init__(self, arch: str = '1.0x', num_classes: int = 1000, drop_rate: float = 0.2,
-                 deploy: bool = False, init_cfg: Optional[dict] = None, in_channels: int = 3):
+                 deploy: bool = False, init_cfg: Optional[dict] = None, in_channels: int = 3,
+                 global_pool: str = 'avg'):
         super().__init__(arch, out_indices=(4,), deploy=False, init_cfg=init_cfg, in_channels=in_channels)
         self.in_chans = in_channels
         self.init_head(self.feature_info[-1]['num_chs'], num_classes, drop_rate)
-        self.finish_classifier(num_classes, deploy)
+        self.finish_classifier(num_classes, deploy, global_pool)
+
+    def drop_stages_after(self, index: int) -> None:
+        self.blocks = self.blocks[:self.feature_blocks[index] + 1]
+        self.has_final_conv = False     # called for an index before the final conv's

@@ -31,16 +31,23 @@ from __future__ import annotations
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
 from .. import checkpoint as ckpt
-from ..reparam import (BorderCorrectedConv2d, avg_pool_kernel, bn_scale_shift, fold_preceding_affine, fuse_bn_conv,
-                       identity_kernel, make_conv, tiled_identity_kernel)
+from ..reparam import (
+    BorderCorrectedConv2d,
+    avg_pool_kernel,
+    bn_scale_shift,
+    fold_preceding_affine,
+    fuse_bn_conv,
+    identity_kernel,
+    make_conv,
+    tiled_identity_kernel,
+)
 from .base import RepBackbone, apply_norm_cfg, arch_aliases
 from .layers import BN_EPS, ClassifierForm
-from .zoo import register_backbone, register_classifier
+from .registry import register_backbone, register_classifier
 
 # The deploy depthwise conv finds its border strips by Python arithmetic on the input size, which a
 # symbolic trace cannot follow: timm's FX tracer keeps it as one module call (TorchScript compiles it).
@@ -61,6 +68,21 @@ ARCHS: Dict[str, RepMobileArch] = {
 ALIASES = arch_aliases(ARCHS, prefixes=('repmobile_',), extra={
     alias: name for name, word in (('S', 'small'), ('M', 'medium'), ('L', 'large'))
     for alias in (word, f'repmobile_{word}')})
+
+# The published figures of the ImageNet classifier (rep_backbones.complexity puts our counts beside them).
+# Strings keep their precision: '4,073,604' is exact, '142.39M' matches every count that rounds to it.
+PAPER_TABLE = dict(
+    source='zhanghao5201/RepMobile README.md + exact counts of the official models/repmobile.py (variants: main.py)',
+    note='params: classifier without the distillation head (training form; the official code has no fusion); '
+         'backbone = stem + layer0-3', classifier_kwargs=dict(distillation=False), readme_params_form='train',
+    variants={
+        'S': dict(train_params='5,719,944', backbone_train_params='3,117,984', macs='0.417G',
+                  readme_params='5.7M', readme_macs='0.4G'),
+        'M': dict(train_params='8,205,552', backbone_train_params='5,472,520', macs='0.695G',
+                  readme_params='8.2M', readme_macs='0.7G'),
+        'L': dict(train_params='18,361,624', backbone_train_params='15,497,520', macs='1.374G',
+                  readme_params='18.4M', readme_macs='1.4G'),
+    })
 
 
 class RepMobileBlock(nn.Module):
@@ -120,6 +142,33 @@ class RepMobileBlock(nn.Module):
 
     reparameterize = switch_to_deploy
 
+    @torch.no_grad()
+    def split_identity(self) -> None:
+        """On the fused block, in place and exact: take the ``[I; I]`` shortcut back out of the 1x1
+        kernel, ``conv_pw.1`` becoming ``conv1x1(x) + cat(x, x)`` (:class:`SplitShortcut`). The kernel
+        then keeps its trained range, which INT8 quantizes better. A no-op when already split."""
+        conv = self.conv_pw[1]
+        if isinstance(conv, SplitShortcut):
+            return
+        conv.weight -= tiled_identity_kernel(conv.in_channels, self.stride, dtype=conv.weight.dtype,
+                                             device=conv.weight.device)
+        self.conv_pw[1] = SplitShortcut(conv, repeats=self.stride)
+
+
+class SplitShortcut(nn.Module):
+    """``conv(x) + scale * x``, ``x`` repeated ``repeats`` times along channels (``scale``: ``[C]``
+    or None for 1): an identity shortcut kept out of a fused kernel as an Add."""
+
+    def __init__(self, conv: nn.Conv2d, scale: Optional[Tensor] = None, repeats: int = 1):
+        super().__init__()
+        self.conv = conv
+        self.register_buffer('scale', None if scale is None else scale.detach().reshape(1, -1, 1, 1).clone())
+        self.repeats = repeats
+
+    def forward(self, x: Tensor) -> Tensor:
+        short = x if self.scale is None else x * self.scale
+        return self.conv(x) + (short.repeat(1, self.repeats, 1, 1) if self.repeats > 1 else short)
+
 
 @register_backbone
 class RepMobile(RepBackbone):
@@ -133,6 +182,8 @@ class RepMobile(RepBackbone):
     """
     arch_settings = ARCHS
     arch_aliases = ALIASES
+    representative_archs = ('S',)
+    int8_layout = 'identity-split'
 
     def __init__(self, arch: str = 'S', out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1,
                  norm_eval: bool = False, deploy: bool = False, norm_cfg: Optional[dict] = None,
@@ -179,6 +230,14 @@ class RepMobile(RepBackbone):
                 outs.append(x.contiguous())
         return outs
 
+    def to_int8_layout(self) -> str:
+        """Every block's shortcut split out of its 1x1 kernel (:meth:`RepMobileBlock.split_identity`)."""
+        layout = super().to_int8_layout()
+        for block in self.modules():
+            if isinstance(block, RepMobileBlock):
+                block.split_identity()
+        return layout
+
     @classmethod
     def state_dict_form(cls, state_dict) -> str:
         keys = list(state_dict)
@@ -220,10 +279,21 @@ class RepMobileClassifier(ClassifierForm, RepMobile):
     ``classifier`` (:class:`RepMobileHead`). Keys equal the official checkpoints' (``distillation``
     must match the file: with it, ``classifier.classifier_dist.*`` exist). ``switch_to_deploy``
     fuses the body and the head's BatchNorms too (the default walk)."""
+    timm_prefix = 'repmobile'
+    paper_table = PAPER_TABLE
+    timm_flatten_sequential = False         # feature modules 'layer0'..'layer3' are direct children
+    pre_logits_layers = ('head',)
+
+    @classmethod
+    def timm_release(cls, arch: str) -> dict:
+        # The repository links its ImageNet weights from its readme (no direct release URL).
+        return dict(first_conv='stem.0', classifier='classifier.classifier.4', file_name=f'RepMobile_{arch}.pth',
+                    key='model', origin='https://github.com/zhanghao5201/RepMobile',
+                    license='none stated by the repository')
 
     def __init__(self, arch: str = 'S', num_classes: int = 1000, distillation: bool = False,
                  drop_rate: float = 0.2, deploy: bool = False, init_cfg: Optional[dict] = None,
-                 in_channels: int = 3):
+                 in_channels: int = 3, global_pool: str = 'avg'):
         super().__init__(arch, out_indices=(3,), deploy=False, init_cfg=init_cfg, in_channels=in_channels)
         dim = self.feature_info[-1]['num_chs']
         final_dim = max(1024, dim)
@@ -231,7 +301,7 @@ class RepMobileClassifier(ClassifierForm, RepMobile):
                                   nn.ReLU(inplace=True))
         self.num_features, self.head_hidden_size = dim, final_dim
         self.distillation, self.drop_rate, self.in_chans = distillation, drop_rate, in_channels
-        self.finish_classifier(num_classes, deploy)
+        self.finish_classifier(num_classes, deploy, global_pool)
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """timm's parameter groups in depth order (layer-wise decay): stem, layers (``coarse``) or
@@ -240,8 +310,14 @@ class RepMobileClassifier(ClassifierForm, RepMobile):
             (r'^layer(\d+)' if coarse else r'^layer(\d+)\.(\d+)', None), (r'^head\.', (99999,))])
 
     def forward_head(self, x: Tensor, pre_logits: bool = False):
-        x = F.adaptive_avg_pool2d(self.head(x), 1).flatten(1)
+        x = self.flatten(self.global_pool(self.head(x)))
         return x if pre_logits else self.classifier(x)
+
+    def drop_stages_after(self, index: int) -> None:
+        """The layers after ``layer{index}`` become ``nn.Identity``: the walks name all four, and
+        ``out_indices`` stops them at ``index``."""
+        for i in range(index + 1, len(self.feature_info)):
+            setattr(self, f'layer{i}', nn.Identity())
 
     def new_classifier(self, num_classes: int) -> nn.Module:
         return RepMobileHead(self.head_hidden_size, num_classes, self.distillation, self.drop_rate)

@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -42,9 +41,18 @@ from timm.layers.conv2d_same import Conv2dSameExport
 from timm.utils.model import reparameterize_model
 from torch import Tensor, nn
 
-from ..reparam import bn_scale_shift, fold_following_affine, fold_preceding_affine, is_norm
+from ..reparam import (
+    bn_scale_shift,
+    conv_bn_pairs,
+    fold_affine_into,
+    fold_conv_bn,
+    fold_preceding_affine,
+    is_norm,
+    is_plain_sequential,
+    norm_remainder,
+)
 from .base import RepBackbone
-from .zoo import register_backbone
+from .registry import register_backbone
 
 STRIDES = (4, 8, 16, 32)
 PROBE_SIZE = 128
@@ -91,11 +99,6 @@ def fold_norm_into_next_linear(bn: nn.Module, linear: nn.Linear) -> None:
     linear.bias = nn.Parameter(bias.detach().clone())
 
 
-def _is_plain_sequential(module: nn.Module) -> bool:
-    """An ``nn.Sequential`` (or subclass) whose forward is the plain chain of its children."""
-    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
-
-
 def _is_conv(module: nn.Module) -> bool:
     """A conv :func:`fold_norm_into_conv` can fold a following BatchNorm into."""
     return type(module) in FOLDABLE_CONVS or type(module) is MixedConv2d
@@ -112,22 +115,10 @@ def fold_norm_into_conv(conv: nn.Module, bn: nn.Module) -> None:
         if type(sub) not in FOLDABLE_CONVS:
             raise TypeError(f'cannot fold a BatchNorm into {type(sub).__name__}')
         part = slice(start, start + sub.out_channels)
-        kernel, bias = fold_following_affine(sub.weight, sub.bias, scale[part], shift[part])
-        sub.weight = nn.Parameter(kernel.detach().clone())
-        sub.bias = nn.Parameter(bias.detach().clone())
+        fold_affine_into(sub, scale[part], shift[part])
         start = part.stop
     if start != bn.num_features:
         raise ValueError(f'conv has {start} output channels, BatchNorm {bn.num_features}')
-
-
-def norm_tail(bn: nn.Module) -> nn.Module:
-    """What is left of a folded BatchNorm: timm's norm+act layers keep their dropout and activation
-    (same child names, so parameterised activations keep their keys); plain BN leaves nothing."""
-    drop, act = getattr(bn, 'drop', None), getattr(bn, 'act', None)
-    if drop is None and act is None:
-        return nn.Identity()
-    return nn.Sequential(OrderedDict(drop=nn.Identity() if drop is None else drop,
-                                     act=nn.Identity() if act is None else act))
 
 
 def _dropped_activation(module: nn.Module) -> bool:
@@ -195,6 +186,7 @@ class TimmRepBackbone(RepBackbone):
         'ghostnetv2_100', 'mobilenetv3_large_100', 'efficientnet_b0', 'mobilenetv2_100')}
     # Any timm net: the memory format is not measured for each, so fused weights stay as they are.
     deploy_memory_format = torch.contiguous_format
+    foreign_conv_bn_pairs = known_block_pairs()
 
     def __init__(self, model_name: Optional[str] = None, out_indices: Optional[Sequence[int]] = None,
                  frozen_stages: int = -1, norm_eval: bool = False, deploy: bool = False,
@@ -259,13 +251,10 @@ class TimmRepBackbone(RepBackbone):
     def feature_stages(self) -> List[List[nn.Module]]:
         return [[self.get_submodule(name) for name in names] for names in self._stage_units]
 
-    def conv_bn_pairs(self, module: nn.Module) -> Iterable[Tuple[str, str]]:
-        """Adjacent trunk units (``conv_stem``/``bn1``) for the backbone itself; the known timm
-        blocks' attribute pairs otherwise (present and not yet folded)."""
-        if module is self:
-            return list(self._unit_pairs)
-        return [(c, b) for c, b in known_block_pairs().get(type(module), ())
-                if getattr(module, c, None) is not None and getattr(module, b, None) is not None]
+    def conv_bn_pairs(self) -> List[Tuple[str, str]]:
+        """Adjacent trunk units (``conv_stem``/``bn1``); the known timm blocks' pairs are
+        ``foreign_conv_bn_pairs``."""
+        return list(self._unit_pairs)
 
     def is_head_key(self, key: str) -> bool:
         """Keys outside the kept trunk units (timm's head, units after the last used feature)."""
@@ -302,26 +291,18 @@ class TimmRepBackbone(RepBackbone):
             if getattr(module, 'reparam_conv', None) is not None and hasattr(module, 'reparameterize'):
                 module.reparameterize = _already_fused
         for parent_name, parent in list(self.named_modules()):
-            pairs = list(self.conv_bn_pairs(parent))
-            if _is_plain_sequential(parent):
-                kids = list(parent.named_children())
-                pairs += [(a, b) for (a, conv), (b, bn) in zip(kids[:-1], kids[1:]) if _is_conv(conv) and is_norm(bn)]
-            for conv_name, bn_name in pairs:
-                bn = parent.get_submodule(bn_name)
-                if not is_norm(bn):
-                    continue
+            for conv_name, bn_name in conv_bn_pairs(parent, self.foreign_conv_bn_pairs, can_fold=_is_conv):
                 conv = parent.get_submodule(conv_name)
-                if not _is_conv(conv):
+                if is_norm(parent.get_submodule(bn_name)) and not _is_conv(conv):
                     raise TypeError(f'{type(self).__name__}({self.model_name}): cannot fold '
                                     f'{_join(parent_name, bn_name)} into {type(conv).__name__} '
                                     f'{_join(parent_name, conv_name)}')
-                fold_norm_into_conv(conv, bn)
-                parent.set_submodule(bn_name, norm_tail(bn))
+                fold_conv_bn(parent, conv_name, bn_name, fold=fold_norm_into_conv)
             for bn_name, linear_name in known_pre_norms().get(type(parent), ()):
                 bn = parent.get_submodule(bn_name)
                 if is_norm(bn):
                     fold_norm_into_next_linear(bn, parent.get_submodule(linear_name))
-                    parent.set_submodule(bn_name, norm_tail(bn))
+                    parent.set_submodule(bn_name, norm_remainder(bn))
         left = [f'{name} ({type(m).__name__})' for name, m in self.named_modules() if is_norm(m)]
         if left:
             raise NotImplementedError(
@@ -481,7 +462,7 @@ def _output_conv(name: str, unit: nn.Module) -> Optional[str]:
     plain ``nn.Sequential`` (ResNet-D's deep stem ``conv1``); ``None`` otherwise."""
     if _is_conv(unit):
         return name
-    if _is_plain_sequential(unit) and len(unit):
+    if is_plain_sequential(unit) and len(unit):
         key, last = list(unit.named_children())[-1]
         return _output_conv(f'{name}.{key}', last)
     return None

@@ -27,22 +27,26 @@ Every layout is checked against the training form before it is timed (``max |dif
 """
 import argparse
 import copy
-import statistics
-import time
-from typing import Callable, Dict, List
+import os
+import sys
+from typing import Callable, Dict
 
 import torch
 from torch import Tensor, nn
 
 import rep_backbones
-from rep_backbones.apis.build import parse_backbone_spec
-from rep_backbones.apis.quantize import calibrate_bn
-from rep_backbones.apis.upstream_forms import upstream_fused
+from rep_backbones.deploy.timing import interleaved, summarize
+from rep_backbones.fusion import official_fused
+from rep_backbones.io.build import parse_backbone_spec
 from rep_backbones.models import build_backbone
+from rep_backbones.models.registry import family_specs
 from rep_backbones.models.repnext import ChunkConv
 from rep_backbones.reparam import BorderCorrectedConv2d, pad_kernel
 
-HEADROOM = ['RepGhostNet:1.0x', 'RepGhostNetV2:S', 'MobileNetV4:S', 'RepNeXt:M0', 'RepNeXt:M3', 'RepMobile:S']
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from int8_family_table import calibrate_bn  # noqa: E402  (tools/analysis/int8_family_table.py)
+
+HEADROOM = family_specs()
 CONV_OPS = ('conv', 'mkldnn_convolution', 'thnn_conv', 'slow_conv', 'conv_depthwise')
 BN_OPS = ('batch_norm',)
 
@@ -58,16 +62,9 @@ def training_form(spec: str, shape) -> nn.Module:
 
 def timed(models: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, float]:
     """Median milliseconds per callable, ``rounds`` interleaved rounds after one warm-up call each."""
-    times: Dict[str, List[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for fn in models.values():
-            fn()
-        for _ in range(rounds):
-            for name, fn in models.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+        times = interleaved(models, rounds, iters=1)
+    return {name: summarize(t)['median_ms'] for name, t in times.items()}
 
 
 def relative_error(reference: nn.Module, other: nn.Module, x: Tensor) -> float:
@@ -200,7 +197,7 @@ def repnext_layouts(args, x: Tensor) -> None:
             'level 2: one DW 11x11 (+ border term)': copy.deepcopy(train).to_single_branch(),
             'small chunks merged into one DW 7x7 on 3/4 channels': _replace_mixers(shipped, MergedSmallChunks),
             'chunk outputs written into one tensor (no concat)': _replace_mixers(shipped, SliceWrites),
-            'upstream-style fused (reference, BN kept)': upstream_fused(train),
+            'upstream-style fused (reference, BN kept)': official_fused(train),
         }
         layout_rows(spec, train, layouts, x, args.rounds)
 

@@ -10,7 +10,8 @@ Read from the config: task, dataset, schedule, batch size, backbone and its ``in
 (an http(s) URL becomes the model's ``Backbone Checkpoint``: the ImageNet weights training starts
 from). ``Weights`` is, as everywhere in OpenMMLab, the *trained* detector or segmentor
 (``TRAINED_WEIGHTS`` below): listed where the paper released one, absent elsewhere, so
-``mim search rep_backbones --field weight`` lists exactly the models with trained weights. Counted here, with ``rep_backbones.analysis`` (what ``tools/analysis/complexity.py``
+``mim search rep_backbones --field weight`` lists exactly the models with trained weights. Counted here,
+with ``rep_backbones.complexity`` (what ``tools/analysis/complexity.py``
 prints): the backbone's parameters as the config builds it (training form and fused) and its FLOPs
 (conv + linear multiply-accumulates, as the papers count them) in the fused form for one image at the
 task's input size. ``Results`` are the papers' numbers (``PAPER_RESULTS`` below, each with its
@@ -29,7 +30,7 @@ from typing import Dict, List, Tuple
 import yaml
 
 import rep_backbones
-from rep_backbones.analysis import count_macs, count_params
+from rep_backbones.complexity import count_macs, count_params
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,13 +7,13 @@ interleaved rounds in one process; the result is each family's ``deploy_memory_f
 """
 import argparse
 import copy
-import statistics
-import time
+import functools
 
 import torch
 
 import rep_backbones
-from rep_backbones.apis.build import parse_backbone_spec
+from rep_backbones.deploy.timing import interleaved, summarize
+from rep_backbones.io.build import parse_backbone_spec
 from rep_backbones.models import build_backbone
 
 DEFAULT = ['RepGhostNet:1.0x', 'RepGhostNetV2:S', 'MobileNetV4:S', 'RepNeXt:M0', 'RepMobile:S']
@@ -36,16 +36,9 @@ def main():
         kwargs = parse_backbone_spec(spec)
         fused = rep_backbones.fuse(build_backbone(kwargs.pop('type'), **kwargs).eval())
         forms = {fmt: copy.deepcopy(fused).to(memory_format=fmt) for fmt in (torch.contiguous_format, torch.channels_last)}
-        times = {fmt: [] for fmt in forms}
         with torch.inference_mode():
-            for model in forms.values():
-                model(x)
-            for _ in range(args.rounds):
-                for fmt, model in forms.items():
-                    start = time.perf_counter()
-                    model(x)
-                    times[fmt].append(time.perf_counter() - start)
-        nchw, last = (statistics.median(times[f]) * 1e3 for f in forms)
+            times = interleaved({fmt: functools.partial(model, x) for fmt, model in forms.items()}, args.rounds, iters=1)
+        nchw, last = (summarize(times[f])['median_ms'] for f in forms)
         print(f'| {spec} | {nchw:.1f} | {last:.1f} | {last / nchw:.2f} | {str(type(fused).deploy_memory_format)} |')
 
 

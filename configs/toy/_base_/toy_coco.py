@@ -1,4 +1,4 @@
-# The toy COCO set of detection/toy_coco.py (`python detection/prepare_toy_coco.py` -> data/toy_coco),
+# The toy COCO set of rep_backbones/toy_data (`python detection/prepare_toy_coco.py` -> data/toy_coco),
 # shared by every toy detection config, plus the settings that make toy runs reproducible.
 #
 # mmengine refuses a key inherited from two bases, and the toy configs also inherit their full-size

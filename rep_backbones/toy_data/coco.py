@@ -3,7 +3,7 @@
 :func:`make_toy_coco` writes mmdet's default ``CocoDataset`` layout
 (``annotations/instances_{train,val}2017.json``, ``{train,val}2017/*.jpg``): four shape categories,
 each with its own strong colour (the palette below, also the configs' visualisation palette),
-exact polygon masks, on muted photo backgrounds (``rep_backbones.toy_drawing``).
+exact polygon masks, on muted photo backgrounds (:mod:`.drawing`).
 
 The defaults make the set the main job (``tools/demo.py``) learns in minutes on a CPU: 1-3 objects
 per image, each 25-65 % of the short side. ``object_size`` / ``max_objects`` give COCO-like
@@ -19,7 +19,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from rep_backbones import toy_drawing as draw
+from . import drawing as draw
 
 __all__ = ['make_toy_coco', 'toy_coco_metainfo', 'TOY_COCO_CLASSES', 'TOY_COCO_PALETTE']
 

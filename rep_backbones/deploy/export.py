@@ -1,4 +1,4 @@
-"""ONNX export of fused models, onnxruntime parity checks and graph operator counts.
+"""ONNX export of fused models, parity with PyTorch (onnxruntime) and graph operator counts.
 
 Exporter: ``torch.onnx.export(..., dynamo=False)``, the TorchScript exporter. The dynamo-based
 exporter (the default of recent torch) needs the ``onnxscript`` package, which is not a dependency
@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 import rep_backbones
+from rep_backbones.io.atomic import PathLike, atomic_write
+from rep_backbones.io.build import (NO_CHECKPOINT, TensorModeWrapper, build_from_spec, build_model_from_config,
+                                    is_backbone_spec)
 
-from .atomic import PathLike, atomic_write
-from .build import NO_CHECKPOINT, TensorModeWrapper, build_from_spec, build_model_from_config, is_backbone_spec
+from .runtimes import ort_session
 
 
 def build_for_export(config: str, checkpoint: Optional[str] = None, part: str = 'full',
@@ -69,22 +71,6 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: PathLike, dynami
                           dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
                           dynamo=False)
     return output_names
-
-
-def ort_session(path: PathLike, threads: Optional[int] = None):
-    """onnxruntime CPU session for ``path``; ``threads`` sets the intra-op threads (inter-op: 1).
-
-    Its threads do not spin-wait after a run: spinning threads keep the cores busy for a while and,
-    on a 2-core machine, made PyTorch calls timed right after them up to ~30x slower (the benchmark
-    interleaves both)."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=['CPUExecutionProvider'])
 
 
 def check_onnx(module: nn.Module, path: PathLike, x: torch.Tensor, session=None) -> Tuple[float, float]:

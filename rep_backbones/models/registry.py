@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Dict, Optional, Type
+from typing import Callable, Dict, List, Optional, Sequence, Type
 
 from torch import nn
 
@@ -43,3 +43,10 @@ def default_arch(cls: Type[nn.Module]) -> Optional[str]:
         return param.default
     settings = getattr(cls, 'arch_settings', None)
     return next(iter(settings)) if settings else None
+
+
+def family_specs(families: Optional[Sequence[str]] = None) -> List[str]:
+    """``'Family:variant'`` of the variants each backbone family names as representative
+    (``representative_archs``: the ones the family tables and benchmarks measure), in registry order."""
+    names = list(BACKBONES) if families is None else list(families)
+    return [f'{name}:{arch}' for name in names for arch in getattr(BACKBONES[name], 'representative_archs', ())]

@@ -1,6 +1,6 @@
-"""Drawing code shared by the toy dataset generators (``detection/toy_coco.py``,
-``segmentation/toy_ade20k.py``): photo / texture backgrounds, polygons, painted regions, JPEG
-writing and the stamp file that makes a generator idempotent.
+"""Drawing code shared by the toy dataset generators (:mod:`.coco`, :mod:`.ade20k`): photo / texture
+backgrounds, polygons, painted regions, JPEG writing and the stamp file that makes a generator
+idempotent.
 
 Backgrounds are random crops of the public-domain / CC0 photographs and textures bundled in the
 scikit-image wheel (read directly from ``skimage/data``; nothing is fetched), with generated noise

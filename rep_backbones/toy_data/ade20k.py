@@ -5,7 +5,7 @@
 indices (0 = "other", ignored with ``reduce_zero_label=True``), so mmseg's 150-class
 ``ADE20KDataset`` metadata stays valid: "stuff" bands / patches with class-specific textures and
 "things" with class-specific shapes and colours, on muted photo backgrounds
-(``rep_backbones.toy_drawing``). Same parameters -> byte-identical files; a stamp file makes
+(:mod:`.drawing`). Same parameters -> byte-identical files; a stamp file makes
 repeated calls no-ops. Uses numpy and Pillow; nothing from OpenMMLab.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Dict, List
 import numpy as np
 from PIL import Image
 
-from rep_backbones import toy_drawing as draw
+from . import drawing as draw
 
 __all__ = ['make_toy_ade20k', 'TOY_ADE_LABELS']
 

@@ -10,8 +10,8 @@ from rep_backbones import fuse_with_report
 from rep_backbones.checkpoint import read_checkpoint
 from rep_backbones.fusion import fold_conv_bn_outside
 
-from .atomic import atomic_write
-from .build import build_model_from_config
+from rep_backbones.io.atomic import atomic_write
+from rep_backbones.io.build import build_model_from_config
 
 
 def build_deploy_model(config: str, cfg_options: Optional[dict] = None, whole: bool = False):
@@ -31,7 +31,7 @@ def fuse_checkpoint(config: str, src: str, dst: str, cfg_options: Optional[dict]
     The file is written to a temporary name first and loaded, strictly, into the same config built
     with ``model.backbone.deploy=True`` (what the ``deploy/`` configs do; ``whole``: see
     :func:`build_deploy_model`); only a file that loads replaces ``dst`` (atomically, see
-    :mod:`rep_backbones.apis.atomic`).
+    :mod:`rep_backbones.io.atomic`).
     """
     model = build_model_from_config(config, src, cfg_options=cfg_options)
     report = fuse_with_report(model, whole=whole)

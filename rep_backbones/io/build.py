@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from rep_backbones.models import BACKBONES
-from rep_backbones.models.zoo import default_arch
+from rep_backbones.models.registry import default_arch
 
 NO_CHECKPOINT = (None, '', 'none', 'None', 'NONE')
 

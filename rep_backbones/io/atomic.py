@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader (or a crash) sees the old file or the complete new one, never half.
+"""Atomic file (and folder) writes: a reader (or a crash) sees the old file or the complete new one, never half.
 
 The tools write results that later steps trust — fused checkpoints, ONNX files, metrics JSON. Each
 goes to a temporary file in the destination's directory (same file system, so the final rename is
@@ -56,3 +56,28 @@ def write_json(data: Any, path: PathLike, indent: int = 2) -> None:
     """``json.dump(data)`` into ``path`` atomically (see :func:`atomic_write`)."""
     with atomic_write(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
         json.dump(data, f, indent=indent)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike) -> Iterator[str]:
+    """Yield a temporary folder next to ``path`` to fill; on normal exit it replaces ``path`` (a folder, or
+    nothing) by renames. A writer that raises leaves ``path`` as it was and no temporary folder behind."""
+    import shutil
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f'.{name}.{secrets.token_hex(6)}.tmp')
+    os.mkdir(tmp)
+    try:
+        yield tmp
+        old = None
+        if os.path.exists(path):
+            old = os.path.join(parent, f'.{name}.{secrets.token_hex(6)}.old')
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync(parent)
