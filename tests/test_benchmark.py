@@ -12,12 +12,12 @@ import pytest
 import torch
 from timm.models.repghost import RepGhostModule
 
-from rep_backbones.apis import benchmark as bm
+from rep_backbones import benchmark as bm
 from rep_backbones.fusion import NoOfficialForm, official_fused
 from rep_backbones.models import build_backbone, build_classifier
 from tests.helpers import assert_fusion_exact, count_norms, keys_file, load_tool, randomize_bn, run
 
-pytestmark = pytest.mark.deploy
+pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(ROOT, 'configs', 'toy')
@@ -178,7 +178,8 @@ def test_backbone_table_json(tmp_path, one_thread, timed_norms, capsys):
 
 
 def test_whole_model_table_json(tmp_path, one_thread, timed_norms):
-    configs = [os.path.join(TOY, name) for name in ('toy_retinanet_repghost_1_0x.py', 'toy_fpn_repghost_1_0x_ade20k.py')]
+    names = ('toy_retinanet_repghost_1_0x.py', 'toy_fpn_repghost_1_0x_ade20k.py')
+    configs = [os.path.join(TOY, name) for name in names]
     rc = benchmark_tool.main(['--configs', *configs, *TINY, '--out-dir', str(tmp_path), '--name', 'models'])
     assert rc == 0
     data = json.loads((tmp_path / 'models.json').read_text())

@@ -7,7 +7,7 @@ import pytest
 
 from .helpers import load_tool, run
 
-pytestmark = pytest.mark.deploy
+pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 
 demo = load_tool('tools/demo.py')
 FORMS = ['training form', 'fused (RepFuseHook)', 'fused checkpoint, deploy config', 'onnxruntime']

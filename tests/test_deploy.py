@@ -15,7 +15,7 @@ import torch
 
 from tests.helpers import ROOT, require, run
 
-pytestmark = pytest.mark.deploy
+pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 
 CONFIG = str(ROOT / 'configs' / 'toy' / 'toy_retinanet_repghost_1_0x.py')
 FORMS = ['training form (mmdet)', 'fused PyTorch', 'deployed fp32']

@@ -29,7 +29,7 @@ from rep_backbones.io.build import build_model_from_config
 
 from .helpers import load_tool
 
-pytestmark = pytest.mark.deploy
+pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / 'configs' / 'mmdeploy'
@@ -141,7 +141,8 @@ def test_onnxruntime_matches_fused_pytorch(name, exported):
     """mmdeploy's ONNX graph in onnxruntime predicts what the fused PyTorch model predicts: on the traced
     image and on new images (detection: of two sizes, one graph). Mask R-CNN: the PyTorch model post-processes
     as mmdeploy's graph does (``mmdet_postprocessing_as_mmdeploy``); plain mmdet differs by mmdeploy's design,
-    pinned by ``test_mask_rcnn_differs_from_plain_mmdet`` and ``test_mmdeploy_rpn_pads_its_proposals_with_a_zero_box``."""
+    pinned by ``test_mask_rcnn_differs_from_plain_mmdet`` and
+    ``test_mmdeploy_rpn_pads_its_proposals_with_a_zero_box``."""
     _, fused, onnx_file, model_cfg, deploy_cfg = exported(name)
     processor, pytorch_model, ort_model = mmdeploy_verify.build_models(deploy_cfg, model_cfg, fused, [onnx_file])
     assert pytorch_model.backbone.deploy
@@ -260,7 +261,8 @@ def test_mmdeploy_rpn_pads_its_proposals_with_a_zero_box(exported):
             pytorch_model.test_step(copy.deepcopy(data))
     (graph_proposals, _), plain, aligned = seen[0], seen[1][0], seen[2][0]
     max_per_img = pytorch_model.test_cfg.rpn.max_per_img
-    assert len(aligned) < max_per_img and graph_proposals.shape[1] == len(aligned), (graph_proposals.shape, len(aligned))
+    assert len(aligned) < max_per_img, len(aligned)
+    assert graph_proposals.shape[1] == len(aligned), (graph_proposals.shape, len(aligned))
     assert not graph_proposals[0, -1].any() and not aligned.bboxes[-1].any() and not aligned.scores[-1]
     assert (plain.bboxes[:, 2:] > plain.bboxes[:, :2]).all(), 'mmdet has no zero-size proposal'
     got = ort_model.test_step(copy.deepcopy(data))[0].pred_instances

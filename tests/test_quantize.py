@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import rep_backbones
-from rep_backbones.deploy import data, forms, quantize as q
+from rep_backbones.deploy import data, forms
+from rep_backbones.deploy import quantize as q
 from rep_backbones.deploy.export import export_onnx
 from rep_backbones.deploy.ranges import range_report
 from rep_backbones.deploy.runtimes import Session
@@ -28,7 +29,7 @@ from rep_backbones.models.repmobile import SplitShortcut
 
 from .helpers import ROOT, assert_rel_close, load_tool, require, run
 
-pytestmark = [pytest.mark.deploy, pytest.mark.usefixtures('one_thread')]
+pytestmark = [pytest.mark.slow, pytest.mark.deploy, pytest.mark.usefixtures('one_thread')]
 TABLE = load_tool('tools/analysis/int8_family_table.py')
 LAYOUTS = load_tool('tools/analysis/int8_layouts.py')
 TOOL = load_tool('tools/quantize_onnx.py')
@@ -232,8 +233,8 @@ def test_tool_detector_tensor_mode_and_map(tmp_path):
     a 2-image toy test set (``cwd`` holds the config's ``data/toy_coco``): fp32 finds something, and INT8
     loses at most ``DET_MAP_DROP_MAX`` of it."""
     require('mmdet', 'mmcv.ops')                       # NMS of the post-processing
-    from rep_backbones.toy_data import make_toy_coco
     from rep_backbones.io.build import build_model_from_config
+    from rep_backbones.toy_data import make_toy_coco
     config = ROOT / 'configs' / 'toy' / 'toy_retinanet_repghost_1_0x.py'
     paths = make_toy_coco(tmp_path / 'data' / 'toy_coco', num_train=2, num_val=2)
     torch.manual_seed(0)                               # the same random detector every run

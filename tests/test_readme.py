@@ -1,8 +1,9 @@
-"""The README's command blocks stay true: every script they run exists, every option they pass is one the
-script accepts (its ``--help``), and every config path they name exists. (What the commands *do* is
+"""The command blocks of the README and of docs/*.md stay true: every script they run exists, every option
+they pass is one the script accepts (its ``--help``), and every config path they name exists. (What the commands *do* is
 tested elsewhere: the main job in test_demo.py, training / testing / fused checkpoints in
 test_pipeline.py, export / quantize / benchmark / mmdeploy in their own files.)"""
 import functools
+import glob
 import os
 import re
 import shlex
@@ -15,11 +16,21 @@ from .helpers import ROOT, run_ok
 pytestmark = [pytest.mark.slow, pytest.mark.tools]
 
 
-def _commands():
-    text = open(os.path.join(ROOT, 'README.md')).read()
+DOCS = ['README.md', *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'docs', '**', '*.md'),
+                                                                       recursive=True))]
+
+
+def _commands(page='README.md'):
+    text = open(os.path.join(ROOT, page)).read()
     lines = []
     for block in re.findall(r'```bash\n(.*?)```', text, re.S):
+        heredoc = None                      # the body of `cmd <<'END'` ... `END` is input, not commands
         for line in block.replace('\\\n', ' ').splitlines():
+            if heredoc is not None:
+                heredoc = None if line.strip() == heredoc else heredoc
+                continue
+            match = re.search(r"<<-?\s*'?(\w+)'?", line)
+            heredoc = match.group(1) if match else None
             line = line.split('#')[0].strip()
             if line:
                 lines.append(line)
@@ -27,6 +38,7 @@ def _commands():
 
 
 COMMANDS = _commands()
+DOC_COMMANDS = [(page, command) for page in DOCS[1:] for command in _commands(page)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,11 +48,20 @@ def _help(script: str) -> str:
 
 def test_the_readme_has_commands():
     assert any(c.startswith('bash tools/run_demo.sh') for c in COMMANDS)
-    assert sum(c.startswith('python tools/') for c in COMMANDS) >= 6
+    assert sum(c.startswith('python tools/') for c in COMMANDS) >= 4
 
 
 @pytest.mark.parametrize('command', COMMANDS)
 def test_readme_command_is_valid(command):
+    _check(command)
+
+
+@pytest.mark.parametrize('page, command', DOC_COMMANDS)
+def test_docs_command_is_valid(page, command):
+    _check(command)
+
+
+def _check(command):
     words = shlex.split(command)
     while words and '=' in words[0] and not words[0].startswith('-'):   # VAR=value prefixes
         words = words[1:]

@@ -7,18 +7,23 @@ graphs also scripted, in the training and the fused form.
 Checks that only need a forward at 64x64 run on every model; the slower ones (FX and TorchScript,
 backward passes, extra model builds) on one model per structure (:data:`STRUCTURES`), pretrained loading
 on one model per family (those with a reference key list)."""
+import copy
+
 import pytest
 import timm
 import torch
 from timm.data import resolve_model_data_config
 from timm.layers import create_feature_extractor, get_graph_node_names, is_notrace_module
 from timm.models import FeatureGraphNet, adapt_input_conv, group_parameters
+from timm.models._features import feature_take_indices
 from timm.utils.model import reparameterize_model
 from torch import nn
 
 from rep_backbones.timm_models import MODELS
 
 from .helpers import assert_rel_close, calibrate_bn, keys_file, randomize_bn, synthetic_state_dict
+
+pytestmark = pytest.mark.slow
 
 NAMES = sorted(MODELS)
 SIZE = 64           # twice the largest stride: every map has more than one pixel, every stride divides it
@@ -104,6 +109,77 @@ def test_reset_classifier(name):
         assert torch.equal(model(x), pre)
     model.double().reset_classifier(3)
     assert all(p.dtype == torch.float64 for p in model.get_classifier().parameters())
+
+
+# Both forms of each structure (RepNeXt's distillation head fuses into one Linear, which a reset must
+# rebuild as one); the reset_classifier cases add the training form of every other model
+FORM_CASES = [(name, form) for name in STRUCTURES for form in ('train', 'fused')]
+HEAD_CASES = FORM_CASES + [(name, 'train') for name in NAMES if name not in STRUCTURES]
+
+
+@pytest.mark.parametrize('name,form', HEAD_CASES)
+def test_global_pool_off_returns_the_unpooled_head_map(name, form):
+    """timm's ``reset_classifier(0, '')`` (and ``create_model(num_classes=0, global_pool='')``): ``forward``
+    returns a map ``[N, head_hidden_size, H, W]`` the size of ``forward_features``' map, where every pixel is
+    what the pooled model's ``forward_head(pre_logits=True)`` makes of that pixel alone (the map itself
+    where the head has no layer before the final one; the 1x1 head conv per pixel, as timm's GhostNet /
+    MobileNetV3); ``reset_classifier(5, 'avg')`` brings pooling and 5 logits back."""
+    model = _prepared(name, form)
+    pooled = copy.deepcopy(model)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        n, c, h, w = feats.shape
+        pixels = feats.permute(0, 2, 3, 1).reshape(n * h * w, c, 1, 1)
+        expected = pooled.forward_head(pixels, pre_logits=True).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+        model.reset_classifier(0, '')
+        assert model.global_pool.is_identity() and model.num_classes == 0
+        out = model(x)
+        assert out.shape == (n, model.head_hidden_size, h, w)
+        assert_rel_close(expected, out, rtol=1e-6)
+        if model.head_hidden_size == model.num_features:
+            assert torch.equal(out, feats)
+        model.reset_classifier(5, 'avg')
+        assert model(x).shape == (1, 5) and not any(m.training for m in model.get_classifier().modules())
+    with pytest.raises(ValueError, match='pooled width'):
+        model.reset_classifier(5, 'catavgmax')
+    if form == 'train':
+        built = timm.create_model(name, num_classes=0, global_pool='').eval()
+        with torch.no_grad():
+            assert built(x).shape == out.shape
+
+
+@pytest.mark.parametrize('name,form', FORM_CASES)
+def test_prune_intermediate_layers_keeps_the_maps_taken(name, form):
+    """timm's ``prune_intermediate_layers(indices)``: returns ``feature_take_indices``' indices; after it
+    ``forward_intermediates`` gives the unpruned model's maps for them, every parameter left is used by a
+    ``forward`` (the stages after the last index taken and the head are gone), which returns the last
+    kept map; with ``prune_head=False`` and nothing to cut off, the model is left as it is."""
+    model = _prepared(name, form)
+    x = torch.randn(1, 3, SIZE, SIZE)
+    count = len(model.feature_info)
+    with torch.no_grad():
+        maps = model.forward_intermediates(x, intermediates_only=True)
+        logits = model(x)
+    unchanged = copy.deepcopy(model)
+    assert unchanged.prune_intermediate_layers(count, prune_head=False) == list(range(count))
+    with torch.no_grad():
+        assert torch.equal(unchanged(x), logits)
+    for indices in (1, [1, count - 2], [0]):
+        pruned = copy.deepcopy(model)
+        kept = pruned.prune_intermediate_layers(indices)
+        assert kept == feature_take_indices(count, indices)[0]
+        used = set()
+        hooks = [m.register_forward_pre_hook(lambda module, args: used.add(id(module))) for m in pruned.modules()]
+        with torch.no_grad():
+            out = pruned(x)
+            for hook in hooks:
+                hook.remove()
+            taken = pruned.forward_intermediates(x, indices=kept, intermediates_only=True)
+        assert all(torch.equal(a, maps[i]) for a, i in zip(taken, kept, strict=True))
+        assert torch.equal(out, maps[max(kept)])
+        assert pruned.num_features == pruned.head_hidden_size == maps[max(kept)].shape[1]
+        assert all(id(m) in used for m in pruned.modules() if next(m.parameters(recurse=False), None) is not None)
 
 
 @pytest.mark.parametrize('name', NAMES)

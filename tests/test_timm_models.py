@@ -13,6 +13,8 @@ from rep_backbones.timm_models import MODELS
 
 from .helpers import calibrate_bn, keys_file, randomize_bn, synthetic_state_dict
 
+pytestmark = pytest.mark.slow
+
 NAMES = sorted(MODELS)
 FAMILY = {'repghostnetv2': 'RepGhostNetV2', 'repnext': 'RepNeXt', 'repmobile': 'RepMobile'}
 

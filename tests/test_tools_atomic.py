@@ -118,8 +118,8 @@ def trained_checkpoint(tmp_path_factory):
 
 
 def test_fuse_checkpoint_atomic(trained_checkpoint, tmp_path, monkeypatch):
-    from rep_backbones.deploy import fused_checkpoint
     from rep_backbones.checkpoint import read_checkpoint
+    from rep_backbones.deploy import fused_checkpoint
     dst = tmp_path / 'fused.pth'
     dst.write_bytes(b'previous fused file')
     real_save = torch.save

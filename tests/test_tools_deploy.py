@@ -1,6 +1,6 @@
-"""Deployment helpers (``rep_backbones.apis``) and their command lines: ONNX export + onnxruntime
-parity (every registered family, whole RetinaNet and Semantic FPN), complexity figures against the
-seed tables (``docs/seed_tables.yaml``), the ``NAME[:ARCH]`` spec parser.
+"""ONNX export (``rep_backbones.deploy.export``) and its command line: onnxruntime parity (every registered
+family, whole RetinaNet and Semantic FPN), and the ``NAME[:ARCH]`` spec parser. (Complexity against the papers'
+tables: tests/test_complexity.py.)
 
 Kept fast: smallest variant per family, small odd inputs, random weights with random BN statistics
 (so a folding mistake cannot hide behind the default statistics).
@@ -16,17 +16,14 @@ import pytest
 import torch
 
 import rep_backbones
-from rep_backbones import complexity
-from rep_backbones.io.build import build_from_spec, is_backbone_spec, parse_backbone_spec, shape_tuple
 from rep_backbones.deploy.export import build_for_export, check_onnx, export_onnx, onnx_op_counts
 from rep_backbones.deploy.runtimes import ort_session
-from rep_backbones.complexity import matches, parse_figure
+from rep_backbones.io.build import build_from_spec, is_backbone_spec, parse_backbone_spec, shape_tuple
 from rep_backbones.models import BACKBONES, CLASSIFIERS
 
 from .helpers import count_norms, randomize_bn, require, run
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED_FILE = ROOT / 'docs' / 'seed_tables.yaml'
 SMALL_ODD = (67, 93)          # backbone-only exports (stride 32 still gives a 3x3 map)
 DET_ODD = (131, 197)          # whole models (RetinaNet's P7 is stride 128)
 
@@ -44,12 +41,7 @@ RETINANET = _config('repghostnet/retinanet_repghostnet-1.0x_fpn_1x_coco.py', 're
 SEMFPN = _config('repghostnet/fpn_repghostnet-1.0x_8xb4-40k_ade20k-512x512.py', 'fpn_repghost_1_0x_ade20k_40k.py')
 
 
-pytestmark = [pytest.mark.deploy, pytest.mark.usefixtures('one_thread')]
-
-
-@pytest.fixture(scope='module')
-def seed_tables():
-    return load_seed_tables(SEED_FILE)
+pytestmark = [pytest.mark.slow, pytest.mark.deploy, pytest.mark.usefixtures('one_thread')]
 
 
 def _tool(*args, cwd=ROOT):
@@ -167,69 +159,3 @@ def test_whole_model_onnx(config, package, n_outputs, tmp_path):
     assert len(onnx.load(str(tmp_path / 'model.onnx')).graph.output) == n_outputs
 
 
-# -- complexity vs seed tables -----------------------------------------------------------------
-def test_seed_figures():
-    assert parse_figure('4,073,604') == (4_073_604, 0)
-    value, tol = parse_figure('142.39M')
-    assert value == pytest.approx(142.39e6) and tol == pytest.approx(0.005e6)
-    assert matches(142_394_999, '142.39M') and not matches(142_395_001, '142.39M')
-    assert matches(4_073_604, '4,073,604') and not matches(4_073_605, '4,073,604')
-    with pytest.raises(ValueError, match="bad seed figure '4.1 MB'"):
-        parse_figure('4.1 MB')
-
-
-def test_seed_file_errors(tmp_path):
-    bad = tmp_path / 'seeds.yaml'
-    bad.write_text("X:\n  names: [X]\n  source: s\n  note: n\n  variants:\n    A: {macs: '1.2Q'}\n")
-    with pytest.raises(ValueError, match=r"seeds.yaml: X A macs: bad seed figure '1.2Q'"):
-        load_seed_tables(bad)
-    with pytest.raises(FileNotFoundError, match='missing.yaml'):
-        load_seed_tables(tmp_path / 'missing.yaml')
-
-
-def test_repghost_complexity_against_seed(seed_tables):
-    res = complexity.classifier_complexity('RepGhostNet:1.0x', tables=seed_tables)
-    assert res['train_params'] == 4_073_604
-    assert res['official_deploy_params'] == 4_058_772        # what the seed counted (4.1 M)
-    assert res['fused_params'] == 4_051_648                  # ours: conv+BN folded too
-    assert matches(res['fused_macs'], '142.39M') and matches(res['fused_macs'], '142M')
-    assert res['train_macs'] == res['fused_macs']
-
-
-@pytest.mark.parametrize('family', sorted(CLASSIFIERS))
-def test_registered_families_against_seed(family, seed_tables):
-    """Training-form params are exact seed counts (same architecture); the inference form's MACs
-    are within 0.5 % (a fuller fusion may change kernel shapes slightly)."""
-    table = table_for(seed_tables, family)
-    assert table is not None, f'docs/seed_tables.yaml has no table for {family}'
-    variant = next(iter(table['variants']))
-    (row,) = complexity.seed_table_rows(seed_tables, family, [variant])
-    assert not row.get('error'), row.get('error')
-    seed, ours = row['seed'], row['ours']
-    if 'train_params' in seed:
-        assert row['match']['train_params'], (ours['train_params'], seed['train_params'])
-    value, _ = parse_figure(seed['macs'])
-    assert abs(ours['fused_macs'] - value) <= 0.005 * value, (ours['fused_macs'], seed['macs'])
-    md = complexity.format_seed_table(seed_tables, family, [row])
-    assert f'| {variant} |' in md
-
-
-def test_seed_table_markdown(seed_tables):
-    md = complexity.seed_tables_markdown(seed_tables, ['RepGhostNet'], ['1.0x'])
-    assert '4,073,604 / 4,073,604 ✓' in md
-    assert '4,058,772 / 4,058,772 ✓' in md
-    assert '4,051,648' in md
-    assert 'ARCHITECTURES.md' not in md       # cites sources the repository names, not private notes
-    with pytest.raises(ValueError, match="unknown classifier families \\['Nope'\\]"):
-        complexity.seed_tables_markdown(seed_tables, ['Nope'])
-
-
-def test_complexity_cli_seed_file_option(tmp_path):
-    """``--seed-file`` is what is compared: a deliberately wrong figure is reported as a mismatch."""
-    text = SEED_FILE.read_text().replace("train_params: '4,073,604'", "train_params: '4,073,605'")
-    assert text != SEED_FILE.read_text()
-    (tmp_path / 'seeds.yaml').write_text(text)
-    proc = _tool('tools/analysis/complexity.py', '--seed-tables', '--family', 'RepGhostNet', '--variants', '1.0x',
-                 '--seed-file', tmp_path / 'seeds.yaml')
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert '4,073,604 / 4,073,605 ✗' in proc.stdout

@@ -29,7 +29,7 @@ Protocol: one process, every case built from ``torch.manual_seed(0)`` (forms sha
 one model (load changes on a shared machine hit all forms alike; compare ratios within a run).
 Median, p90, mean and min per case; PyTorch under ``torch.inference_mode`` with
 ``torch.set_num_threads(--threads)``. ``--memory``: peak memory of each case in its own subprocess
-(see ``rep_backbones/apis/benchmark.py``: CPU = peak RSS over the pre-call RSS, CUDA =
+(see ``rep_backbones/benchmark.py``: CPU = peak RSS over the pre-call RSS, CUDA =
 ``max_memory_allocated``). ``--device cuda`` adds ``--dtype float16|bfloat16`` and ``--compile
 [MODE]`` (a ``fused_compiled`` variant: ``torch.compile`` of the fused model); the device, GPU name
 and dtype are recorded.
@@ -45,7 +45,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from rep_backbones.apis import benchmark as bm
+from rep_backbones import benchmark as bm
 from rep_backbones.io.atomic import atomic_write, write_json
 from rep_backbones.io.build import shape_tuple
 

@@ -16,7 +16,8 @@ Steps: the model is fused with ``rep_backbones.fuse`` (``--no-fuse``: taken as b
 config with a fused checkpoint) and refused if any backbone is not in deploy form or still has
 BatchNorm; put in its family's INT8-friendlier exact fused layout (``--fused-layout auto``, the default:
 ``prepare_int8_fusion`` / ``to_int8_layout`` of the backbone, e.g. RepMobile's identity shortcut kept as an
-Add, RepNeXt M at level 2; ``default``: as fused; the report names the layout used; docs/int8.md); exported to fp32 ONNX (``--fp32-out``, default next to ``--out``), checked against
+Add, RepNeXt M at level 2; ``default``: as fused; the report names the layout used; docs/int8.md); exported
+to fp32 ONNX (``--fp32-out``, default next to ``--out``), checked against
 PyTorch; quantized with ``onnxruntime.quantization.quantize_static`` (QDQ, int8 per-channel
 weights, uint8 per-tensor activations, calibrated on the first ``--calib-n`` images of
 ``--calib-dir`` or of a generated toy COCO training set); then the parity report on ``--eval-n``
@@ -53,10 +54,17 @@ from typing import Optional, Sequence
 import torch
 
 import rep_backbones
-from rep_backbones.deploy import data, forms, quantize as q
+from rep_backbones.deploy import data, forms
+from rep_backbones.deploy import quantize as q
 from rep_backbones.fusion import find_rep_backbones
-from rep_backbones.io.build import (NO_CHECKPOINT, TensorModeWrapper, build_from_spec, build_model_from_config,
-                                    is_backbone_spec, shape_tuple)
+from rep_backbones.io.build import (
+    NO_CHECKPOINT,
+    TensorModeWrapper,
+    build_from_spec,
+    build_model_from_config,
+    is_backbone_spec,
+    shape_tuple,
+)
 
 LAYOUT_CHOICES = ('auto', 'default')
 

@@ -7,6 +7,7 @@
 * :mod:`~.data` — calibration and test images through the config's own pipeline;
 * :mod:`~.forms` — each form end to end (image in, predictions out), the config's evaluator, latency;
 * :mod:`~.verify` / :mod:`~.report` — SQNR and parity; the report card (Markdown + JSON);
+* :mod:`~.ranges` — per-tensor ranges and SQNR of a QDQ graph, worst first;
 * :mod:`~.timing` — the one interleaved timing loop (also used by the benchmark and analysis tools);
 * :mod:`~.fused_checkpoint` — training checkpoint -> checked fused checkpoint;
 * :mod:`~.mmdeploy_compat` / :mod:`~.mmdeploy_verify` — mmdeploy 1.3.1's export on torch 2.14, and checking

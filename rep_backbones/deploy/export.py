@@ -16,8 +16,13 @@ from torch import nn
 
 import rep_backbones
 from rep_backbones.io.atomic import PathLike, atomic_write
-from rep_backbones.io.build import (NO_CHECKPOINT, TensorModeWrapper, build_from_spec, build_model_from_config,
-                                    is_backbone_spec)
+from rep_backbones.io.build import (
+    NO_CHECKPOINT,
+    TensorModeWrapper,
+    build_from_spec,
+    build_model_from_config,
+    is_backbone_spec,
+)
 
 from .runtimes import ort_session
 

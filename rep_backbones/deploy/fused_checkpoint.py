@@ -9,7 +9,6 @@ import torch
 from rep_backbones import fuse_with_report
 from rep_backbones.checkpoint import read_checkpoint
 from rep_backbones.fusion import fold_conv_bn_outside
-
 from rep_backbones.io.atomic import atomic_write
 from rep_backbones.io.build import build_model_from_config
 
@@ -35,8 +34,8 @@ def fuse_checkpoint(config: str, src: str, dst: str, cfg_options: Optional[dict]
     """
     model = build_model_from_config(config, src, cfg_options=cfg_options)
     report = fuse_with_report(model, whole=whole)
-    meta = dict(read_checkpoint(src).get('meta') or {}, fused_from=str(src) if '://' in str(src) else os.path.abspath(src),
-                fused_whole=whole)
+    source = str(src) if '://' in str(src) else os.path.abspath(src)
+    meta = dict(read_checkpoint(src).get('meta') or {}, fused_from=source, fused_whole=whole)
     deploy = build_deploy_model(config, cfg_options, whole)
     with atomic_write(dst) as tmp:
         torch.save({'meta': meta, 'state_dict': model.state_dict()}, tmp)

@@ -58,8 +58,8 @@ def mmdet_postprocessing_as_mmdeploy() -> Iterator[None]:
 
     import torch.nn.functional as F
     from mmdet.models.dense_heads.rpn_head import RPNHead
-    from mmengine.structures import InstanceData
     from mmdet.models.roi_heads.bbox_heads.bbox_head import BBoxHead
+    from mmengine.structures import InstanceData
 
     rpn_post, bbox_single = RPNHead.__dict__['_bbox_post_process'], BBoxHead.__dict__['_predict_by_feat_single']
 
@@ -138,8 +138,9 @@ def compare_predictions(reference, other, top_k: Optional[int] = None) -> Dict[s
     Detection: the ``top_k`` highest-scoring detections of each side (all when ``None``) are matched
     greedily, best score first, to the nearest same-label detection of the other side.
     Returns ``num_reference``, ``num_other``, ``unmatched`` (detections of either side's top-k without a
-    partner within 1 pixel or at IoU >= 0.5), ``max_box_diff`` (pixels, original image), ``max_score_diff``, ``min_box_iou``,
-    ``zero_area`` (the reference's matched detections whose box and partner's box have no area) and, with masks, ``min_mask_iou`` (binary masks,
+    partner within 1 pixel or at IoU >= 0.5), ``max_box_diff`` (pixels, original image), ``max_score_diff``,
+    ``min_box_iou``, ``zero_area`` (the reference's matched detections whose box and partner's box have no area)
+    and, with masks, ``min_mask_iou`` (binary masks,
     an empty pair counts as 1; zero-area pairs are left out: pasting a mask into a box of no area divides by
     zero, mmdet then pastes one pixel and mmdeploy the whole image). Segmentation: ``pixel_agreement``
     (fraction of equal labels) and ``num_pixels``.

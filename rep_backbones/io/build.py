@@ -35,8 +35,9 @@ def _infer_scope(cfg, config_path: str, scope: Optional[str]) -> str:
 
 def load_config(config, cfg_options: Optional[dict] = None):
     """``mmengine.Config`` from a path (``mmdet::`` / ``mmseg::`` prefixes allowed) or a Config."""
-    import rep_backbones  # noqa: F401  (registers the backbones, safe checkpoint loading)
     from mmengine.config import Config
+
+    import rep_backbones  # noqa: F401  (registers the backbones, safe checkpoint loading)
     cfg = config if isinstance(config, Config) else Config.fromfile(str(config))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from rep_backbones import fuse
-from rep_backbones.apis.benchmark import Settings
+from rep_backbones.benchmark import Settings
 from rep_backbones.deploy.data import imagenet_preprocess, list_images, load_inputs, toy_image_folders
 from rep_backbones.deploy.export import export_onnx
 from rep_backbones.deploy.quantize import quantize_onnx

@@ -35,9 +35,11 @@ def main():
     for spec in args.specs:
         kwargs = parse_backbone_spec(spec)
         fused = rep_backbones.fuse(build_backbone(kwargs.pop('type'), **kwargs).eval())
-        forms = {fmt: copy.deepcopy(fused).to(memory_format=fmt) for fmt in (torch.contiguous_format, torch.channels_last)}
+        formats = (torch.contiguous_format, torch.channels_last)
+        forms = {fmt: copy.deepcopy(fused).to(memory_format=fmt) for fmt in formats}
         with torch.inference_mode():
-            times = interleaved({fmt: functools.partial(model, x) for fmt, model in forms.items()}, args.rounds, iters=1)
+            calls = {fmt: functools.partial(model, x) for fmt, model in forms.items()}
+            times = interleaved(calls, args.rounds, iters=1)
         nchw, last = (summarize(times[f])['median_ms'] for f in forms)
         print(f'| {spec} | {nchw:.1f} | {last:.1f} | {last / nchw:.2f} | {str(type(fused).deploy_memory_format)} |')
 

@@ -8,7 +8,7 @@ process (each round runs every case ``iters`` times in turn, so load changes on 
 hit all forms alike), after ``warmup`` calls each; medians and p90 are reported.
 
 Peak memory of a case is measured in a **fresh subprocess** (``python -m
-rep_backbones.apis.benchmark CASE_JSON``), so allocator caches of other cases do not hide it:
+rep_backbones.benchmark CASE_JSON``), so allocator caches of other cases do not hide it:
 
 * CPU: peak resident set size during the timed calls minus the resident size just before them.
   The kernel's high-water mark (``VmHWM``) is reset through ``/proc/self/clear_refs`` first, so the
@@ -36,7 +36,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -127,6 +126,7 @@ def _inference(module: Callable, *args) -> Callable[[], object]:
 def _ort_case(module: nn.Module, settings: Settings, tag: str) -> Case:
     """onnxruntime on the TorchScript export of ``module`` (fp32, NCHW input)."""
     import onnxruntime as ort
+
     from rep_backbones.deploy.export import export_onnx
     from rep_backbones.deploy.runtimes import ort_session
     if settings.dtype != 'float32':
@@ -285,8 +285,9 @@ def _classifier_train_case(case: dict, settings: Settings) -> Case:
         import timm
         model = timm.create_model(case['timm'], pretrained=False)
     else:
-        from ..models import CLASSIFIERS
         from rep_backbones.io.build import build_from_spec
+
+        from ..models import CLASSIFIERS
         model = build_from_spec(case['classifier'], CLASSIFIERS)
     model = model.to(settings.device).train()
     gen = torch.Generator().manual_seed(0)
@@ -373,7 +374,7 @@ def measure_memory_in_subprocess(case: dict, settings: Settings, calls: int = 2,
     # freed warm-up step stays resident and the next step's peak would not show)
     env = dict(os.environ, OMP_NUM_THREADS=str(settings.threads), MALLOC_MMAP_THRESHOLD_='65536',
                MALLOC_TRIM_THRESHOLD_='0')
-    proc = subprocess.run([sys.executable, '-m', 'rep_backbones.apis.benchmark', payload], capture_output=True,
+    proc = subprocess.run([sys.executable, '-m', 'rep_backbones.benchmark', payload], capture_output=True,
                           text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f'memory probe for {case} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}')
@@ -440,8 +441,9 @@ def _speedups(rows: List[dict], base_key: Callable[[dict], tuple], base_name: st
 def expand_backbone_specs(specs: Sequence[str]) -> List[str]:
     """``NAME[:ARCH]`` specs with the arch filled in; ``all`` = every registered backbone at its
     default arch."""
-    from ..models import BACKBONES
     from rep_backbones.io.build import parse_backbone_spec
+
+    from ..models import BACKBONES
     out = []
     for spec in specs:
         for one in (sorted(BACKBONES) if spec == 'all' else [spec]):
