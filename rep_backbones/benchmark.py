@@ -93,7 +93,7 @@ def fuse_supports_whole() -> bool:
 
 def with_cp_supported(backbone_type: str) -> bool:
     """Whether the registered backbone class takes ``with_cp`` (activation checkpointing)."""
-    from ..models import BACKBONES
+    from .models import BACKBONES
     cls = BACKBONES.get(backbone_type)
     return cls is not None and 'with_cp' in inspect.signature(cls.__init__).parameters
 
@@ -287,7 +287,7 @@ def _classifier_train_case(case: dict, settings: Settings) -> Case:
     else:
         from rep_backbones.io.build import build_from_spec
 
-        from ..models import CLASSIFIERS
+        from .models import CLASSIFIERS
         model = build_from_spec(case['classifier'], CLASSIFIERS)
     model = model.to(settings.device).train()
     gen = torch.Generator().manual_seed(0)
@@ -443,7 +443,7 @@ def expand_backbone_specs(specs: Sequence[str]) -> List[str]:
     default arch."""
     from rep_backbones.io.build import parse_backbone_spec
 
-    from ..models import BACKBONES
+    from .models import BACKBONES
     out = []
     for spec in specs:
         for one in (sorted(BACKBONES) if spec == 'all' else [spec]):

@@ -20,8 +20,16 @@ from .helpers import assert_fusion_exact, assert_rel_close, calibrate_bn, count_
 # the same contract in tests/test_timm_backbone.py (float64 included: assert_fusion_exact builds the layers
 # timm's fusers make in float64 too).
 FAMILIES = sorted(n for n in BACKBONES if n != 'TimmRepBackbone')
-VARIANTS = [(name, arch) for name in FAMILIES for arch in BACKBONES[name].arch_settings]
-IDS = [f'{n}-{a}' for n, a in VARIANTS]
+
+
+def _variant(name, arch):
+    """Every variant runs in the full suite; the core suite (``-m 'not slow'``) keeps each family's
+    representative variants (``representative_archs``)."""
+    core = arch in BACKBONES[name].representative_archs
+    return pytest.param(name, arch, id=f'{name}-{arch}', marks=() if core else pytest.mark.slow)
+
+
+VARIANTS = [_variant(name, arch) for name in FAMILIES for arch in BACKBONES[name].arch_settings]
 SMALL_ODD = (67, 75)
 
 
@@ -36,7 +44,7 @@ def _nontrivial_bn(model, x):
     return calibrate_bn(model, x) if type(model).__name__ == 'RepMobile' else randomize_bn(model)
 
 
-@pytest.mark.parametrize('name,arch', VARIANTS, ids=IDS)
+@pytest.mark.parametrize('name,arch', VARIANTS)
 def test_every_fusion_entry_point_gives_the_same_exact_model(name, arch):
     torch.manual_seed(0)
     model = _build(name, arch)
@@ -68,7 +76,7 @@ def test_every_fusion_entry_point_gives_the_same_exact_model(name, arch):
     assert by_fuse.state_dict().keys() == built.state_dict().keys()
 
 
-@pytest.mark.parametrize('name,arch', VARIANTS, ids=IDS)
+@pytest.mark.parametrize('name,arch', VARIANTS)
 def test_variant_names_outputs_and_wrong_form_checkpoints(name, arch):
     cls = BACKBONES[name]
     assert cls(arch=arch.lower()).arch == arch

@@ -274,6 +274,8 @@ def test_mmseg_ade20k_dataset_reads_toy_ade(ade_root):
             assert set(seg.unique().tolist()) <= allowed
 
 
+@pytest.mark.slow
+@pytest.mark.tools
 @pytest.mark.parametrize('script, dataset', [('detection/prepare_toy_coco.py', 'coco'),
                                              ('segmentation/prepare_toy_ade20k.py', 'ade20k')])
 def test_prepare_scripts_and_module_cli_write_the_same_set(script, dataset, tmp_path):
