@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 import json
 import os
 import platform
@@ -84,18 +83,6 @@ class Settings:
     def public(self) -> dict:
         """The settings as recorded in the JSON (without the temporary work directory)."""
         return {k: v for k, v in asdict(self).items() if k != 'workdir'}
-
-
-def fuse_supports_whole() -> bool:
-    """Whether ``rep_backbones.fuse`` takes ``whole=True`` (conv+BN folding in necks and heads)."""
-    return 'whole' in inspect.signature(rep_backbones.fuse).parameters
-
-
-def with_cp_supported(backbone_type: str) -> bool:
-    """Whether the registered backbone class takes ``with_cp`` (activation checkpointing)."""
-    from .models import BACKBONES
-    cls = BACKBONES.get(backbone_type)
-    return cls is not None and 'with_cp' in inspect.signature(cls.__init__).parameters
 
 
 # -- cases -------------------------------------------------------------------------------------
@@ -226,8 +213,6 @@ def _model_case(case: dict, settings: Settings) -> Case:
     form, mode, fmt = case['form'], case['mode'], case.get('memory_format', 'nchw')
     if mode not in MODEL_MODES:
         raise ValueError(f'unknown mode {mode!r}; expected one of {", ".join(MODEL_MODES)}')
-    if form == 'fused_whole' and not fuse_supports_whole():
-        return Case(None, dict(skipped='rep_backbones.fuse has no whole=True yet'))
     if form == 'ort' and mode != 'tensor':
         return Case(None, dict(skipped='onnxruntime runs the tensor-mode graph only'))
     model = copy.deepcopy(_built_model(case['config'], case.get('checkpoint')))
@@ -235,8 +220,8 @@ def _model_case(case: dict, settings: Settings) -> Case:
     if form == 'fused_whole':
         model, info['fuse_s'] = _timed_fuse(model, whole=True)
     elif form in ('fused', 'ort'):
-        whole = form == 'ort' and fuse_supports_whole()     # onnxruntime gets the most fused graph there is
-        model, info['fuse_s'] = _timed_fuse(model, **({'whole': True} if whole else {}))
+        whole = form == 'ort'                               # onnxruntime gets the most fused graph there is
+        model, info['fuse_s'] = _timed_fuse(model, whole=whole)
         info['fused_with'] = 'fuse(whole=True)' if whole else 'fuse'
     elif form != 'train':
         raise ValueError(f'unknown form {form!r}; expected one of {", ".join(MODEL_FORMS)}')
@@ -258,12 +243,9 @@ def _train_case(case: dict, settings: Settings) -> Case:
     (and masks for Mask R-CNN) from ``mmdet.testing.demo_mm_inputs``."""
     from mmdet.testing import demo_mm_inputs
 
-    from rep_backbones.io.build import build_model_from_config, load_config
-    cfg = load_config(case['config'])
+    from rep_backbones.io.build import build_model_from_config
     options = {}
     if case.get('with_cp'):
-        if not with_cp_supported(cfg.model.backbone.type):
-            return Case(None, dict(skipped=f'{cfg.model.backbone.type} has no with_cp option yet'))
         options['model.backbone.with_cp'] = True
     torch.manual_seed(0)
     # built on the CPU, which turns SyncBN into BN: one process trains here, without a process group
@@ -583,7 +565,7 @@ def environment(settings: Settings) -> dict:
     env = dict(python=platform.python_version(), torch=torch.__version__, onnxruntime=ort.__version__,
                machine=platform.machine(), processor=platform.processor() or platform.machine(),
                cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), device=settings.device,
-               dtype=settings.dtype, fuse_whole_available=fuse_supports_whole())
+               dtype=settings.dtype)
     try:
         env['loadavg'] = list(os.getloadavg())
     except OSError:

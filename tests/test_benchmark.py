@@ -186,12 +186,9 @@ def test_whole_model_table_json(tmp_path, one_thread, timed_norms):
     assert data['kind'] == 'models'
     got = {(r['model'], r['form'], r['mode']) for r in data['results']}
     labels = ('toy_retinanet_repghost_1_0x', 'toy_fpn_repghost_1_0x_ade20k')
-    whole = bm.fuse_supports_whole()
-    forms = ('train', 'fused', 'fused_whole') if whole else ('train', 'fused')
+    forms = ('train', 'fused', 'fused_whole')
     assert got == {(m, f, mode) for m in labels for f in forms for mode in ('tensor', 'predict')} | {
         (m, 'ort', 'tensor') for m in labels}
-    if not whole:
-        assert all(any(k.startswith(f'{m} fused_whole') for k in data['notes']) for m in labels)
     # each row timed what its label says: BatchNorms in the training form's backbone, none in the fused
     # backbone, none anywhere in the whole-fused model
     assert set(timed_norms) == got
