@@ -1,6 +1,7 @@
 """The contract every registered backbone variant keeps (family files test only their own math and
 checkpoint layouts): variant names, out_indices, frozen_stages, norm_eval, with_cp, wrong-form
-checkpoints, and one fused model whichever entry point fuses it — ``rep_backbones.fuse``,
+checkpoints, a gradient for every parameter, and one fused model whichever entry point fuses it —
+``rep_backbones.fuse``,
 ``switch_to_deploy()`` or ``timm.utils.model.reparameterize_model`` — equal to the training form in
 eval mode at an odd input size with non-trivial BN statistics, with no BatchNorm left; and the fused
 backbone compiles with ``torch.jit.script`` to the same maps."""
@@ -74,6 +75,17 @@ def test_every_fusion_entry_point_gives_the_same_exact_model(name, arch):
     assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in by_fuse.state_dict().items()}
     rep_backbones.fuse(by_fuse)                                # fusing twice is a no-op
     assert by_fuse.state_dict().keys() == built.state_dict().keys()
+
+
+@pytest.mark.parametrize('name,arch', VARIANTS)
+def test_every_parameter_gets_a_gradient(name, arch):
+    """A loss on every output reaches every trainable parameter: DDP (the mission's 8-GPU training) needs
+    no ``find_unused_parameters``. The neck of every shipped config takes all four maps; inside a real
+    detector: tests/test_backbones_in_detectors.py."""
+    model = _build(name, arch).train()
+    sum(o.square().mean() for o in model(torch.randn(2, 3, *SMALL_ODD))).backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, f'parameters without gradient (DDP would fail): {unused[:5]}'
 
 
 @pytest.mark.parametrize('name,arch', VARIANTS)

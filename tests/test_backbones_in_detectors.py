@@ -1,11 +1,15 @@
-"""Every variant of every registered family inside a real mmdet detector (the toy RetinaNet config):
-it trains (every backbone parameter receives a gradient, so DDP needs no find_unused_parameters),
+"""Each family's representative variants (``representative_archs``) inside a real mmdet detector (the toy
+RetinaNet config): it trains (every backbone parameter receives a gradient, so DDP needs no find_unused_parameters),
 and the fused detector's raw head outputs equal the training form's (BN statistics measured on the
 input, random affine parameters): exactly in float64, and in float32 within the training form's own
 float32 error (``assert_fusion_exact``). Measured on RepMobile-S, the case that once failed a flat
 1e-3: float64 fusion error 6e-12 (exact), while a 1e-7 input perturbation moves the float64 training
 form by 1.3e-3 at stride 16 -- calibrated BN statistics leave channels with variance ~1e-8 (gain up to
-~400), so float32 rounding is amplified the same way in both forms."""
+~400), so float32 rounding is amplified the same way in both forms.
+
+Every other variant keeps the same two properties in tests/test_backbone_contract.py, on the backbone
+alone: a gradient for every parameter, and exact fusion at an odd size (the detector adds necks and heads
+that are the same for every variant)."""
 import copy
 
 import pytest
@@ -15,6 +19,7 @@ from mmengine.optim import OptimWrapper
 import rep_backbones
 from rep_backbones.io.build import build_model_from_config
 from rep_backbones.models import BACKBONES
+from rep_backbones.models.registry import family_specs
 
 from .helpers import assert_fusion_exact, calibrate_bn, damp_deep_plain_backbone
 
@@ -22,8 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.mm]
 
 TOY_RETINANET = 'configs/toy/toy_retinanet_repghost_1_0x.py'
 # The package's families; TimmRepBackbone does the same in the toy RetinaNet in tests/test_timm_backbone.py.
-VARIANTS = [(name, arch) for name, cls in sorted(BACKBONES.items()) if name != 'TimmRepBackbone'
-            for arch in cls.arch_settings]
+VARIANTS = [tuple(spec.split(':')) for spec in family_specs(sorted(n for n in BACKBONES if n != 'TimmRepBackbone'))]
 
 
 def _batch():

@@ -13,6 +13,8 @@ import torch
 from timm.models.repghost import RepGhostModule
 
 from rep_backbones import benchmark as bm
+from rep_backbones.benchmark import cases as bm_cases
+from rep_backbones.benchmark import tables as bm_tables
 from rep_backbones.fusion import NoOfficialForm, official_fused
 from rep_backbones.models import build_backbone, build_classifier
 from tests.helpers import assert_fusion_exact, count_norms, keys_file, load_tool, randomize_bn, run
@@ -38,65 +40,65 @@ def _reference_keys(name: str) -> dict:
     return out
 
 
-def _assert_equal_outputs(model, upstream, x):
-    """The upstream form equals the training form: float64 algebra and float32 outputs."""
-    assert_fusion_exact(model, upstream, x, official_fused)
+def _assert_equal_outputs(model, official, x):
+    """The official form equals the training form: float64 algebra and float32 outputs."""
+    assert_fusion_exact(model, official, x, official_fused)
 
 
-# -- upstream-style forms ----------------------------------------------------------------------
+# -- official fused forms ----------------------------------------------------------------------
 @pytest.mark.parametrize('arch, keys', [('0.5x', 'repghostnet_0_5x'), ('1.0x', 'repghostnet_1_0x')])
-def test_repghostnet_upstream_form(arch, keys):
+def test_repghostnet_official_form(arch, keys):
     torch.manual_seed(0)
     model = randomize_bn(build_backbone('RepGhostNet', arch=arch, out_indices=(0, 1, 2, 3, 4))).eval()
     before = count_norms(model)
-    upstream = official_fused(model)
-    _assert_equal_outputs(model, upstream, torch.randn(1, 3, 67, 93))
+    official = official_fused(model)
+    _assert_equal_outputs(model, official, torch.randn(1, 3, 67, 93))
     assert count_norms(model) == before, 'the training form must not be touched'
     # every conv+BN pair outside the RepGhost modules keeps its BN; each module loses two
     ghost = sum(isinstance(m, RepGhostModule) for m in model.modules())
-    assert count_norms(upstream) == before - 2 * ghost
+    assert count_norms(official) == before - 2 * ghost
     # the official converter's key layout exactly (48 BNs in 1.0x, as the issue counted)
-    sd = {k: tuple(v.shape) for k, v in upstream.state_dict().items()}
+    sd = {k: tuple(v.shape) for k, v in official.state_dict().items()}
     assert sd == _reference_keys(f'{keys}.fused_keys.txt')
     if arch == '1.0x':
-        assert count_norms(upstream) == 48
+        assert count_norms(official) == 48
 
 
 @pytest.mark.parametrize('arch', ['M0', 'M1'])
-def test_repnext_upstream_form(arch):
+def test_repnext_official_form(arch):
     torch.manual_seed(0)
     model = randomize_bn(build_backbone('RepNeXt', arch=arch)).eval()
-    upstream = official_fused(model)
-    _assert_equal_outputs(model, upstream, torch.randn(1, 3, 67, 93))
+    official = official_fused(model)
+    _assert_equal_outputs(model, official, torch.randn(1, 3, 67, 93))
     # one standalone norm per block and per downsample survives, nothing else
     units = [n for n, m in model.named_modules() if hasattr(m, 'token_mixer')]   # blocks and downsamples
-    norms = [n for n, m in upstream.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    norms = [n for n, m in official.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert sorted(norms) == sorted(f'{u}.norm' for u in units)
-    chunk = upstream.stages[0].blocks[0].token_mixer
+    chunk = official.stages[0].blocks[0].token_mixer
     assert isinstance(chunk.conv_i, torch.nn.Identity)          # identity chunk passed through
     assert [type(m).__name__ for m in (chunk.conv_s, chunk.conv_m)] == ['Conv2d', 'Conv2d']
     assert chunk.conv_s.kernel_size == (3, 3) and chunk.conv_m.kernel_size == (7, 7)
-    sd = {k: tuple(v.shape) for k, v in upstream.state_dict().items()}
+    sd = {k: tuple(v.shape) for k, v in official.state_dict().items()}
     assert sd == _reference_keys(f'repnext_{arch.lower()}.fused_keys.txt')
     if arch == 'M0':
-        assert count_norms(upstream) == 17
+        assert count_norms(official) == 17
 
 
-def test_repnext_classifier_upstream_form_equal():
+def test_repnext_classifier_official_form_equal():
     torch.manual_seed(0)
     model = randomize_bn(build_classifier('RepNeXt', arch='M0', num_classes=10)).eval()
-    upstream = official_fused(model)
-    _assert_equal_outputs(model, upstream, torch.randn(2, 3, 64, 64))
+    official = official_fused(model)
+    _assert_equal_outputs(model, official, torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.parametrize('name, arch', [('MobileNetV4', 'S'), ('RepGhostNetV2', 'S'), ('RepMobile', 'S'),
                                         ('RepNeXt', 'M0E')])
-def test_no_upstream_form(name, arch):
-    with pytest.raises(NoOfficialForm, match='no (upstream|official) fusion'):
+def test_no_official_form(name, arch):
+    with pytest.raises(NoOfficialForm, match='no official fusion'):
         official_fused(build_backbone(name, arch=arch))
 
 
-def test_upstream_form_refuses_fused_model():
+def test_official_form_refuses_fused_model():
     with pytest.raises(NoOfficialForm, match='already fused'):
         official_fused(build_backbone('RepGhostNet', arch='0.5x', deploy=True))
 
@@ -111,7 +113,7 @@ def timed_norms(monkeypatch):
     backbone, BatchNorms in the whole model)}``, read from the module the tool hands to the timer (or
     exports for onnxruntime)."""
     seen, current = {}, {}
-    build_case, place, ort_case = bm.build_case, bm._place, bm._ort_case
+    build_case, place, ort_case = bm_tables.build_case, bm_cases._place, bm_cases._ort_case
 
     def norms(module):
         backbone = next((m.backbone for m in module.modules() if hasattr(m, 'backbone')), module)
@@ -129,9 +131,9 @@ def timed_norms(monkeypatch):
     def tracked_ort(module, *args):
         seen[current['key']] = norms(module)
         return ort_case(module, *args)
-    monkeypatch.setattr(bm, 'build_case', tracked_build)
-    monkeypatch.setattr(bm, '_place', tracked_place)
-    monkeypatch.setattr(bm, '_ort_case', tracked_ort)
+    monkeypatch.setattr(bm_tables, 'build_case', tracked_build)     # where run_table looks it up
+    monkeypatch.setattr(bm_cases, '_place', tracked_place)
+    monkeypatch.setattr(bm_cases, '_ort_case', tracked_ort)
     return seen
 
 
@@ -143,15 +145,15 @@ def test_backbone_table_json(tmp_path, one_thread, timed_norms, capsys):
     assert data['kind'] == 'backbones' and data['settings']['shape'] == [64, 64]
     got = {(r['model'], r['variant'], r['memory_format']) for r in data['results']}
     expected = {(m, v, f) for m in ('RepGhostNet:0.5x', 'MobileNetV4:S') for f in ('nchw', 'channels_last')
-                for v in ('train', 'upstream', 'fused')} | {(m, 'ort', 'nchw') for m in ('RepGhostNet:0.5x',
+                for v in ('train', 'official', 'fused')} | {(m, 'ort', 'nchw') for m in ('RepGhostNet:0.5x',
                                                                                        'MobileNetV4:S')}
-    assert got == expected - {('MobileNetV4:S', 'upstream', f) for f in ('nchw', 'channels_last')}
-    # each row timed what its label says: the training form with its BatchNorms, the upstream form with
+    assert got == expected - {('MobileNetV4:S', 'official', f) for f in ('nchw', 'channels_last')}
+    # each row timed what its label says: the training form with its BatchNorms, the official form with
     # fewer (the ones the official converter keeps), the fused form and its ONNX export with none
     assert set(timed_norms) == got
     for (model, variant, fmt), (norms, _) in timed_norms.items():
         train = timed_norms[(model, 'train', fmt)][0]
-        assert {'train': norms > 0, 'upstream': 0 < norms < train, 'fused': norms == 0, 'ort': norms == 0}[variant], \
+        assert {'train': norms > 0, 'official': 0 < norms < train, 'fused': norms == 0, 'ort': norms == 0}[variant], \
             (model, variant, fmt, norms)
     assert any('MobileNetV4' in k and 'no official fusion' in v for k, v in data['notes'].items())
     for r in data['results']:
@@ -160,19 +162,19 @@ def test_backbone_table_json(tmp_path, one_thread, timed_norms, capsys):
     summary = {(e['model'], e['memory_format']): e for e in data['summary']}
     rg = summary[('RepGhostNet:0.5x', 'nchw')]
     rows = {(r['model'], r['variant'], r['memory_format']): r for r in data['results']}
-    assert rg['fused/upstream'] == pytest.approx(rows[('RepGhostNet:0.5x', 'fused', 'nchw')]['median_ms'] /
-                                                 rows[('RepGhostNet:0.5x', 'upstream', 'nchw')]['median_ms'])
-    assert rg['goal'].startswith('fused/upstream') and isinstance(rg['goal_met'], bool)
-    assert rg['fused/upstream (fastest)'] == pytest.approx(rows[('RepGhostNet:0.5x', 'fused', 'nchw')]['min_ms'] /
-                                                           rows[('RepGhostNet:0.5x', 'upstream', 'nchw')]['min_ms'])
+    assert rg['fused/official'] == pytest.approx(rows[('RepGhostNet:0.5x', 'fused', 'nchw')]['median_ms'] /
+                                                 rows[('RepGhostNet:0.5x', 'official', 'nchw')]['median_ms'])
+    assert rg['goal'].startswith('fused/official') and isinstance(rg['goal_met'], bool)
+    assert rg['fused/official (fastest)'] == pytest.approx(rows[('RepGhostNet:0.5x', 'fused', 'nchw')]['min_ms'] /
+                                                           rows[('RepGhostNet:0.5x', 'official', 'nchw')]['min_ms'])
     assert isinstance(rg['goal_met_fastest'], bool)
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| RepGhostNet:0.5x | nchw')]
-    assert len(printed) == 1 and f"{rg['fused/upstream (fastest)']:.2f}x" in printed[0], printed
+    assert len(printed) == 1 and f"{rg['fused/official (fastest)']:.2f}x" in printed[0], printed
     assert printed[0].rstrip(' |').endswith(('met; met', 'met; NOT met')), printed
     mn = summary[('MobileNetV4:S', 'channels_last')]
-    assert 'fused/upstream' not in mn and mn['goal'].startswith('train/fused') and 'fused/train' in mn
+    assert 'fused/official' not in mn and mn['goal'].startswith('train/fused') and 'fused/train' in mn
     assert set(data['fuse_seconds']) == {'RepGhostNet:0.5x', 'MobileNetV4:S'}
-    assert data['environment']['device'] == 'cpu'
+    assert data['environment']['device'] == 'cpu' and data['environment']['threads'] == 1   # deploy.report's record
     assert (tmp_path / 'bb.png').stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ['bb.json', 'bb.png']   # no temporary files left
 
@@ -261,6 +263,15 @@ def test_bad_settings_are_named(tmp_path):
         benchmark_tool.main(['--configs', 'no_such_config.py', *TINY, '--out-dir', str(tmp_path)])
 
 
+def test_old_variant_name_is_named(capsys):
+    """The official fused form was once the variant 'upstream': asking for it names the new word."""
+    with pytest.raises(ValueError, match="'upstream' is now called 'official'"):
+        bm.benchmark_backbones(['RepGhostNet:0.5x'], bm.Settings(shape=(64, 64)), variants=['upstream'])
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark_tool.parse_args(['--backbone', 'RepGhostNet:0.5x', '--variants', 'upstream'])
+    assert exit_info.value.code == 2 and "'official'" in capsys.readouterr().err
+
+
 def test_classifier_pairs_option(tmp_path, monkeypatch, capsys):
     """``--classifiers-only`` times no detector; ``--classifier-pairs`` picks the pairs; both refused without
     ``--train-memory``, and a pair without ``=`` is named."""
@@ -277,7 +288,7 @@ def test_classifier_pairs_option(tmp_path, monkeypatch, capsys):
     assert seen == dict(configs=[], pairs=[('RepGhostNet:1.3x', 'repghostnet_130')])
     benchmark_tool.main(['--train-memory', *TINY, '--out-dir', str(tmp_path)])
     assert seen['configs'] == list(benchmark_tool.DEFAULT_TRAIN_CONFIGS)
-    assert seen['pairs'] == list(benchmark_tool.bm.UPSTREAM_TRAIN_PAIRS)
+    assert seen['pairs'] == list(benchmark_tool.bm.OFFICIAL_TRAIN_PAIRS)
     for argv, message in ((['--backbone', 'RepGhostNet:0.5x', '--classifiers-only'], 'go with --train-memory'),
                           (['--train-memory', '--classifier-pairs', 'RepGhostNet:1.3x'], 'expected OURS=TIMM')):
         with pytest.raises(SystemExit) as exit_info:

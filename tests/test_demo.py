@@ -34,8 +34,9 @@ def test_main_job_on_a_tiny_schedule(tmp_path):
     for row in results['rows']:
         assert row['latency_ms'] > 0 and 0 <= row['bbox mAP@50'] <= 1
         assert f'| {row["form"]} |' in proc.stdout and f'| {row["form"]} |' in (work / 'results.md').read_text()
-    # the fused forms compute what the training form computes: raw network outputs (scores and box
-    # deltas before the score threshold: two iterations leave no detection above it, and every mAP is 0)
+    # the fused forms compute what the training form computes: raw network outputs, each tensor against its
+    # own scale (backbone + neck maps, scores and box deltas before the score threshold: two iterations
+    # leave no detection above it, and every mAP is 0)
     # (above 0: float32 rounding differs between a fused network and the training form, so 0 would mean
     # the training form was compared with itself)
     assert results['rows'][0]['raw_max_rel_diff'] == 0

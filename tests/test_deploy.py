@@ -1,9 +1,10 @@
 """tools/deploy.py and rep_backbones.deploy at toy scale: the toy RetinaNet + RepGhostNet 1.0x (seeded random
 weights), 4 toy training images for calibration, 3 test images at 160x192.
 
-Each backend once in fp32 and INT8; NNCF's accuracy control with a target it meets and one it cannot; every
-bad input (unfused model, a graph the backend cannot read, missing / empty calibration folder, unmet target)
-fails with its own error and leaves no artifact; the report card's fields.
+Each backend once in fp32 and INT8; NNCF's accuracy control with a target it meets (on the toy detector) and, on
+a three-convolution network, with one it meets and one it cannot; ``auto``: every candidate on the card and the
+fastest within the bound kept; every bad input (unfused model, a graph the backend cannot read, missing / empty
+calibration folder, unmet target) fails with its own error and leaves no artifact; the report card's fields.
 """
 import json
 import os
@@ -97,15 +98,164 @@ def test_accuracy_control_meets_target(toy, monkeypatch, tmp_path):
     assert 'accuracy_control' in card['quantizer']
 
 
-@pytest.mark.slow
-def test_accuracy_control_cannot_meet_target(toy, monkeypatch, tmp_path):
-    """A bound no INT8 model can meet (0.5 mAP *above* fp32 on a detector at ~0.03): AccuracyTargetError with
-    the best drop NNCF reached, and nothing written."""
+def test_accuracy_control_loop_on_a_tiny_network(tmp_path):
+    """NNCF's accuracy-control loop itself, on three convolutions (seconds, not minutes): the metric is 1 minus
+    the mean abs error vs the fp32 outputs computed beforehand (1, not 0, for fp32: NNCF divides by the fp32
+    metric), so any INT8 error is a drop. A bound it meets returns a quantized model with the drop measured again;
+    one it cannot (the metric 1 *above* fp32's, which is its maximum) raises AccuracyTargetError carrying the best
+    drop the loop reached."""
+    require('openvino', 'nncf')
+    from rep_backbones.deploy.export import export_onnx
+    from rep_backbones.deploy.quantize import AccuracyTargetError, ZeroMetricError, nncf_quantize_with_accuracy_control
+    from rep_backbones.deploy.runtimes import Session
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    xs = [torch.randn(1, 3, 16, 16).numpy() for _ in range(4)]
+    export_onnx(net, torch.from_numpy(xs[0]), tmp_path / 'net.onnx')
+    fp32 = Session('openvino', tmp_path / 'net.onnx', 1)
+    items = [(x, fp32.run(x)[0]) for x in xs]                  # (input, fp32 output)
+
+    def validate(compiled, subset) -> float:
+        session = Session('openvino', compiled)
+        return 1 - float(np.mean([np.abs(session.run(x)[0] - ref).mean() for x, ref in subset]))
+
+    def quantize(max_drop):
+        return nncf_quantize_with_accuracy_control(tmp_path / 'net.onnx', xs, items, validate, lambda item: item[0],
+                                                   max_drop, max_iterations=2)
+    model, info = quantize(0.5)
+    assert info['fp32_metric'] == pytest.approx(1, abs=1e-6) and 0 < info['drop'] <= 0.5
+    assert any(op.get_type_name() == 'FakeQuantize' for op in model.get_ops())
+    with pytest.raises(AccuracyTargetError, match='cannot meet --max-drop -1') as err:
+        quantize(-1.0)
+    assert 0 <= err.value.best_drop < 0.5
+    # a model scoring 0 (untrained): named before NNCF would divide by it
+    with pytest.raises(ZeroMetricError, match='fp32 metric is 0'):
+        nncf_quantize_with_accuracy_control(tmp_path / 'net.onnx', xs, items, lambda compiled, subset: 0.0,
+                                            lambda item: item[0], 0.01, max_iterations=2)
+
+
+def test_unmet_accuracy_target_leaves_nothing(toy, monkeypatch, tmp_path, capsys):
+    """The tool's side of an unmet target (the NNCF loop itself: the test above): the pipeline's
+    AccuracyTargetError makes the command line exit 2, naming the best drop, with nothing written."""
+    from rep_backbones.deploy import quantize
+    from tests.helpers import load_tool
+
+    def unreachable(*args, **kwargs):
+        raise quantize.AccuracyTargetError('INT8 cannot meet --max-drop 0.01: drop 0.2345', 0.2345)
+    monkeypatch.setattr(quantize, 'nncf_quantize_with_accuracy_control', unreachable)
+    tool = load_tool('tools/deploy.py')
+    monkeypatch.chdir(toy)
+    argv = [CONFIG, str(toy / 'random.pth'), '--work-dir', str(tmp_path / 'cli'), '--backend', 'openvino',
+            '--precision', 'int8', '--max-drop', '0.01', '--calib-n', '2', '--time-n', '1', '--rounds', '1',
+            '--no-progress']
+    assert tool.main(argv) == 2
+    stderr = capsys.readouterr().err
+    assert 'accuracy target not met' in stderr and 'best reachable drop: 0.2345' in stderr
+    assert not os.path.exists(tmp_path / 'cli') or not os.listdir(tmp_path / 'cli')
+
+
+def _check_selection(card, out, names):
+    """The card of an ``auto`` run lists ``names`` as tried, its rows agree with its own forms table, and the
+    chosen candidate is the fastest of those within the bound; the folder holds that artifact only."""
+    from rep_backbones.deploy.select import ARTIFACTS
+    sel = card['selection']
+    rows = sel['candidates']
+    assert [r['name'] for r in rows] == names
+    for r in rows:
+        if r['drop'] is None:                   # a candidate that failed before it could be scored
+            assert r['name'] not in card['forms'] and r['status'].startswith('rejected: ')
+            continue
+        form = card['forms'][r['name']]
+        assert r['metric'] == form['primary'] and r['median_ms'] == form['latency']['median_ms']
+        assert r['drop'] == pytest.approx(card['forms'][f"{r['backend']} fp32"]['primary'] - r['metric'], abs=1e-12)
+    admissible = [r for r in rows if r['drop'] is not None and r['drop'] <= sel['max_drop']]
+    assert {r['name'] for r in rows if r['precision'] == 'fp32'} <= {r['name'] for r in admissible}
+    chosen = [r for r in rows if r['status'] == 'chosen']
+    assert [r['name'] for r in chosen] == [sel['chosen']]
+    assert chosen[0]['median_ms'] == min(r['median_ms'] for r in admissible)
+    assert all(r['status'].startswith('rejected: ') for r in rows if r not in admissible)
+    assert (card['backend'], card['precision']) == (chosen[0]['backend'], chosen[0]['precision'])
+    files = ARTIFACTS[chosen[0]['quantizer'] or 'fp32']
+    assert card['artifact'] == files[0] and sorted(os.listdir(out)) == sorted(files + ['report.md', 'report.json'])
+    assert json.loads((out / 'report.json').read_text())['selection'] == sel
+    md = (out / 'report.md').read_text()
+    for text in ['## Candidates', f"Chosen: **{sel['chosen']}**", sel['reason']] + names:
+        assert text in md, text
+    if chosen[0]['precision'] == 'int8' or not any(r['precision'] == 'int8' for r in admissible):
+        assert chosen[0]['precision'] == 'int8' or 'no INT8 candidate met the bound' in sel['reason']
+
+
+AUTO_NAMES = ['onnxruntime fp32', 'openvino fp32', 'onnxruntime INT8 (QDQ)', 'openvino INT8 (QDQ)',
+              'openvino INT8 (NNCF)']
+
+
+def test_auto_picks_the_fastest_within_the_bound(toy, monkeypatch, tmp_path):
+    """--backend auto --precision auto: five candidates deployed, scored and timed in one run, the default
+    bound; the card's own numbers show the chosen one is the fastest admissible."""
+    from rep_backbones.deploy.select import DEFAULT_MAX_DROP
+    card = _deploy(toy, monkeypatch, tmp_path, backend='auto', precision='auto')
+    assert card['selection']['max_drop'] == DEFAULT_MAX_DROP
+    assert list(card['forms']) == ['training form (mmdet)', 'fused PyTorch'] + AUTO_NAMES
+    _check_selection(card, tmp_path / 'toy_retinanet_repghost_1_0x_auto_auto', AUTO_NAMES)
+    assert not _leftovers(tmp_path)
+
+
+def test_auto_goes_on_when_accuracy_control_fails(toy, monkeypatch, tmp_path):
+    """--backend openvino --precision auto --max-drop: NNCF's accuracy control (made to fail here; its loop is
+    tested above) rejects its own candidate with the best drop it reached, and the choice is made among the rest."""
+    from rep_backbones.deploy import quantize
+
+    def unreachable(*args, **kwargs):
+        raise quantize.AccuracyTargetError('INT8 cannot meet --max-drop 0.02', 0.0456)
+    monkeypatch.setattr(quantize, 'nncf_quantize_with_accuracy_control', unreachable)
+    card = _deploy(toy, monkeypatch, tmp_path, backend='openvino', precision='auto', max_drop=0.02)
+    names = ['openvino fp32', 'openvino INT8 (QDQ)', 'openvino INT8 (NNCF)']
+    _check_selection(card, tmp_path / 'toy_retinanet_repghost_1_0x_openvino_auto', names)
+    nncf = card['selection']['candidates'][2]
+    assert nncf['status'] == 'rejected: NNCF accuracy control reached a drop of 0.0456 at best'
+    assert card['selection']['chosen'] != 'openvino INT8 (NNCF)' and card['backend'] == 'openvino'
+    assert '| openvino INT8 (NNCF) | openvino | int8 | NNCF | — | — | — | — | rejected' in (
+        tmp_path / 'toy_retinanet_repghost_1_0x_openvino_auto' / 'report.md').read_text()
+
+
+def test_auto_choice_rules():
+    """The choice on given rows: the fastest admissible wins; no INT8 within the bound -> fp32, said in the
+    reason; --precision int8 (fp32 rows are references only) with nothing within -> AccuracyTargetError."""
     from rep_backbones.deploy.quantize import AccuracyTargetError
-    with pytest.raises(AccuracyTargetError, match='cannot meet --max-drop -0.5') as err:
-        _deploy(toy, monkeypatch, tmp_path, backend='openvino', precision='int8', max_drop=-0.5)
-    assert -0.5 < err.value.best_drop < 0.5
+    from rep_backbones.deploy.select import choose
+
+    def rows(candidate_fp32=True):
+        return [dict(name='a fp32', precision='fp32', candidate=candidate_fp32, drop=0.0, median_ms=30.0),
+                dict(name='b fp32', precision='fp32', candidate=candidate_fp32, drop=0.0, median_ms=20.0),
+                dict(name='a INT8', precision='int8', candidate=True, drop=0.02, median_ms=10.0),
+                dict(name='b INT8', precision='int8', candidate=True, drop=0.005, median_ms=15.0)]
+    chosen, reason = choose(rows(), 0.01)
+    assert chosen['name'] == 'b INT8' and 'no INT8' not in reason
+    chosen, reason = choose(rows(), 0.03)
+    assert chosen['name'] == 'a INT8'
+    table = rows()
+    chosen, reason = choose(table, 0.001)
+    assert chosen['name'] == 'b fp32' and 'no INT8 candidate met the bound (smallest drop 0.0050)' in reason
+    assert [r['status'].split(':')[0].split(' (')[0] for r in table] == [
+        'within the bound, slower', 'chosen', 'rejected', 'rejected']
+    with pytest.raises(AccuracyTargetError, match='INT8 cannot meet --max-drop 0.001') as err:
+        choose(rows(candidate_fp32=False), 0.001)
+    assert err.value.best_drop == 0.005
+
+
+def test_auto_refuses_a_negative_bound(toy, monkeypatch, tmp_path, capsys):
+    """A negative --max-drop with auto: fp32 (drop 0 by definition) could not meet it either, so it is refused
+    before any work, by the library (ValueError) and the command line (exit 2)."""
+    from tests.helpers import load_tool
+    with pytest.raises(ValueError, match='--max-drop -0.1 < 0'):
+        _deploy(toy, monkeypatch, tmp_path, backend='auto', precision='auto', max_drop=-0.1)
     assert not os.listdir(tmp_path)
+    argv = [CONFIG, str(toy / 'random.pth'), '--work-dir', str(tmp_path / 'cli'), '--backend', 'auto',
+            '--precision', 'auto', '--max-drop', '-0.1']
+    assert load_tool('tools/deploy.py').main(argv) == 2
+    assert 'a negative bound rejects every candidate' in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / 'cli')
 
 
 @pytest.fixture(scope='module')

@@ -64,9 +64,17 @@ def _scores(predictions):
     return [p['pred_instances']['scores'][:20] for p in predictions]
 
 
-def test_test_with_and_without_fusion_agree(trained_det, toy_coco):
+@pytest.fixture(scope='module')
+def plain_test(trained_det, toy_coco):
+    """tools/test.py --no-fuse on the trained checkpoint: the training form's metrics and predictions."""
+    metrics, predictions, log = _test(DET_CFG, trained_det / 'iter_32.pth', trained_det, toy_coco, '--no-fuse')
+    assert 'RepFuseHook' not in log
+    return metrics, predictions
+
+
+def test_test_with_and_without_fusion_agree(trained_det, toy_coco, plain_test):
     ckpt = trained_det / 'iter_32.pth'
-    plain, plain_pred, _ = _test(DET_CFG, ckpt, trained_det, toy_coco, '--no-fuse')
+    plain, plain_pred = plain_test
     fused, fused_pred, log = _test(DET_CFG, ckpt, trained_det, toy_coco)
     assert 'RepFuseHook (test): fused backbone' in log and 'fused vs training form on the first batch' in log
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'):
@@ -77,14 +85,14 @@ def test_test_with_and_without_fusion_agree(trained_det, toy_coco):
     assert sum(len(s) for s in _scores(plain_pred)) > 0
 
 
-def test_fused_checkpoint_loads_into_deploy_config(trained_det, toy_coco, tmp_path):
+def test_fused_checkpoint_loads_into_deploy_config(trained_det, toy_coco, plain_test, tmp_path):
     fused_ckpt = tmp_path / 'fused.pth'
     log = run_ok([PY, 'tools/fuse_checkpoint.py', DET_CFG, str(trained_det / 'iter_32.pth'), str(fused_ckpt),
                '--cfg-options', 'model.backbone.arch=0.5x', 'model.neck.in_channels=[12,20,56,80]'])
     assert 'fused backbone' in log and 'loads strictly' in log
     deploy_cfg = tmp_path / 'deploy.py'
     deploy_cfg.write_text(f"_base_ = [{os.path.join(ROOT, DET_CFG)!r}]\nmodel = dict(backbone=dict(deploy=True))\n")
-    plain, plain_pred, _ = _test(DET_CFG, trained_det / 'iter_32.pth', tmp_path, toy_coco, '--no-fuse')
+    plain, plain_pred = plain_test
     deploy, deploy_pred, log = _test(str(deploy_cfg), fused_ckpt, tmp_path, toy_coco)
     assert 'already in deploy form' in log
     assert deploy['coco/bbox_mAP'] == pytest.approx(plain['coco/bbox_mAP'], abs=1e-3)

@@ -1,10 +1,19 @@
-"""``rep_backbones.fuse(model, whole=True)`` on every shipped detector and segmentor config, built
-exactly as written (SyncBN kept, as DDP trains and ``dist_test.sh`` tests it): no BatchNorm is left
-anywhere, and the whole fused model equals the training form (eval mode, random BN statistics
-everywhere: backbone, FPN, heads; float64 for the algebra, float32 as deployed)."""
+"""``rep_backbones.fuse(model, whole=True)`` on the shipped detector and segmentor configs, built exactly
+as written (SyncBN kept, as DDP trains and ``dist_test.sh`` tests it): no BatchNorm is left anywhere, the
+whole fused model equals the training form (eval mode, random BN statistics everywhere: backbone, FPN,
+heads; float64 for the algebra, float32 as deployed), and both forms run the test step with its
+post-processing.
+
+One config per (family folder, task, backbone) runs here, with the family's representative variant where
+it has a config: the configs of one family and task differ only in the variant, whose fusion every
+variant's contract test checks (tests/test_backbone_contract.py), and in the neck widths, which
+tests/test_configs.py checks for every config against the backbone built from it. Likewise one deploy
+config per task: a deploy config is its training sibling with the backbone built fused (also checked
+there for every config)."""
 import copy
 import glob
 import os
+import re
 
 import pytest
 import torch
@@ -13,26 +22,74 @@ from mmengine.structures import InstanceData
 
 import rep_backbones
 from rep_backbones.io.build import build_model_from_config
+from rep_backbones.models.registry import BACKBONES
 
 from .helpers import assert_fusion_exact, assert_rel_close, count_norms, damp_deep_plain_backbone, randomize_bn
 
 pytestmark = [pytest.mark.slow, pytest.mark.mm]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(ROOT, 'configs')
 # Every model config but the flat former names (one-line stubs of these: tests/test_configs.py).
-CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '*', '*.py'))
-                 + glob.glob(os.path.join(ROOT, 'configs', '*', 'deploy', '*.py'))
-                 if os.path.relpath(p, os.path.join(ROOT, 'configs')).split(os.sep)[0]
-                 not in ('_base_', 'mmdeploy', 'deploy'))
-IDS = [os.path.relpath(p, os.path.join(ROOT, 'configs')) for p in CONFIGS]
+ALL_CONFIGS = sorted(
+    os.path.relpath(p, CONFIG_DIR).replace(os.sep, '/')
+    for p in glob.glob(os.path.join(CONFIG_DIR, '*', '*.py'))
+    + glob.glob(os.path.join(CONFIG_DIR, '*', 'deploy', '*.py'))
+    if os.path.relpath(p, CONFIG_DIR).split(os.sep)[0] not in ('_base_', 'mmdeploy', 'deploy'))
 ODD_INPUT = (1, 3, 83, 117)
 
 
-def test_every_config_folder_is_covered():
-    folders = {i.split(os.sep)[0] for i in IDS}
-    assert {'repghostnet', 'repghostnetv2', 'mobilenetv4', 'repnext', 'repmobile', 'timm_comparators',
-            'toy'} <= folders
-    assert sum(f'{os.sep}deploy{os.sep}' in i for i in IDS) >= 40
+TASKS = ('retinanet', 'mask-rcnn', 'fpn')
+
+
+def _task(config):
+    name = os.path.basename(config).replace('mask_rcnn', 'mask-rcnn')
+    return next(task for task in TASKS if task in name)
+
+
+def _backbone(config):
+    """The timm model a comparator config wraps, else the family folder."""
+    model_name = re.search(r"model_name='([^']+)'", open(os.path.join(CONFIG_DIR, config)).read())
+    return model_name.group(1) if model_name else config.split('/')[0]
+
+
+def _representatives():
+    """Per (folder, task, backbone): the config of the family's representative variant
+    (``representative_archs``) where there is one, else the first. Per folder, one deploy config, the
+    task taking turns across the folders."""
+    archs = {name.lower(): [a.lower() for a in getattr(cls, 'representative_archs', ())]
+             for name, cls in BACKBONES.items()}
+    folders = sorted({c.split('/')[0] for c in ALL_CONFIGS})
+    chosen = {}
+    for config in ALL_CONFIGS:
+        folder, task = config.split('/')[0], _task(config)
+        representative = any(f'_{folder}-{arch}_' in config for arch in archs.get(folder, ()))
+        if '/deploy/' in config:
+            key = ('deploy', folder)
+            score = (task == TASKS[folders.index(folder) % len(TASKS)], representative)
+        else:
+            key, score = (folder, task, _backbone(config)), (representative,)
+        if key not in chosen or score > chosen[key][1]:
+            chosen[key] = (config, score)
+    return sorted(config for config, _ in chosen.values())
+
+
+CONFIGS = _representatives()
+
+
+def test_every_folder_task_and_backbone_is_covered():
+    training = [c for c in ALL_CONFIGS if '/deploy/' not in c]
+    assert {(c.split('/')[0], _task(c), _backbone(c)) for c in CONFIGS if '/deploy/' not in c} == \
+        {(c.split('/')[0], _task(c), _backbone(c)) for c in training}
+    deploy = [c for c in CONFIGS if '/deploy/' in c]
+    assert {c.split('/')[0] for c in deploy} == {c.split('/')[0] for c in ALL_CONFIGS if '/deploy/' in c}
+    assert {_task(c) for c in deploy} == set(TASKS)
+    # the family's representative variant, where the family has a config of it
+    for config in ('repghostnet/retinanet_repghostnet-1.0x_fpn_1x_coco.py',
+                   'mobilenetv4/mask-rcnn_mobilenetv4-s_fpn_1x_coco.py',
+                   'repmobile/retinanet_repmobile-s_fpn_1x_coco.py'):
+        assert config in CONFIGS
+    assert len(CONFIGS) < len(ALL_CONFIGS) / 2
 
 
 def _two_stage_forward(model, x):
@@ -49,11 +106,25 @@ def _tensor_forward(model, x):
     return model(x, mode='tensor')
 
 
-@pytest.mark.parametrize('config', CONFIGS, ids=IDS)
+def _test_step(model, cfg):
+    """The config's test step on one 96x128 image: pre-processing, network, post-processing."""
+    with torch.no_grad():
+        if cfg.default_scope == 'mmdet':
+            from mmdet.testing import demo_mm_inputs
+            results = model.test_step(demo_mm_inputs(1, [[3, 96, 128]], use_box_type=True))
+            assert len(results) == 1 and hasattr(results[0], 'pred_instances')
+        else:
+            logits = model(torch.randn(1, 3, 96, 128), mode='tensor')
+            assert logits.shape[:2] == (1, cfg.model.decode_head.num_classes)
+
+
+@pytest.mark.parametrize('config', CONFIGS)
 def test_config_fuses_as_trained(config):
     """SyncBN where the config says SyncBN (nothing converted for the CPU), then ``fuse(whole=True)``."""
-    model = build_model_from_config(config, keep_sync_bn=True)
-    if 'SyncBN' in str(Config.fromfile(config).model) and count_norms(model):
+    path = os.path.join(CONFIG_DIR, config)
+    cfg = Config.fromfile(path)
+    model = build_model_from_config(cfg, keep_sync_bn=True)
+    if 'SyncBN' in str(cfg.model) and count_norms(model):
         assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     randomize_bn(damp_deep_plain_backbone(model)).eval()
     fuse = lambda m: rep_backbones.fuse(m, whole=True)  # noqa: E731
@@ -64,11 +135,13 @@ def test_config_fuses_as_trained(config):
     x = torch.randn(ODD_INPUT)
     if model.backbone.deploy:
         # Deploy configs: only the necks' and heads' conv+BN pairs are left to fold, the path that the
-        # training configs check in float64 too; float32 here keeps the 44 of them cheap.
+        # training configs check in float64 too.
         with torch.no_grad():
             assert_rel_close(forward(model, x), forward(fused, x))
     else:
         assert_fusion_exact(model, fused, x, fuse, forward=forward)
+    for form in (model, fused):
+        _test_step(form, cfg)
 
 
 def test_whole_fused_checkpoint_loads_into_the_deploy_structure(tmp_path):

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Latency, memory and training cost: training form vs upstream-style fused vs ours fused vs
+"""Latency, memory and training cost: training form vs official fused vs ours fused vs
 onnxruntime, for backbones and whole detectors / segmentors.
 
-    # family table: train / upstream-style fused / ours fused / onnxruntime, NCHW and channels_last
+    # family table: train / official fused / ours fused / onnxruntime, NCHW and channels_last
     python tools/benchmark.py --backbone RepGhostNet:1.0x RepNeXt:M0 MobileNetV4:S --shape 512 512
     # whole models: tensor mode and full predict (post-processing), peak memory per form
     python tools/benchmark.py --configs configs/retinanet_repghost_1_0x.py configs/mask_rcnn_repghost_1_0x.py \\
@@ -13,7 +13,7 @@ onnxruntime, for backbones and whole detectors / segmentors.
     python tools/benchmark.py --train-memory --classifiers-only --classifier-pairs RepGhostNet:1.3x=repghostnet_130 \\
         --rounds 9
 
-Forms. Backbones (``--variants``): ``train`` = training structure in eval mode; ``upstream`` = the
+Forms. Backbones (``--variants``): ``train`` = training structure in eval mode; ``official`` = the
 family's official converter imitated (``rep_backbones.fusion.official_fused``; RepGhostNet and
 RepNeXt only); ``fused`` = ``rep_backbones.fuse``; ``ort`` = onnxruntime on the TorchScript export
 of ``fused`` (NCHW input, ``intra_op_num_threads = --threads``). Each torch form runs in every
@@ -29,7 +29,7 @@ Protocol: one process, every case built from ``torch.manual_seed(0)`` (forms sha
 one model (load changes on a shared machine hit all forms alike; compare ratios within a run).
 Median, p90, mean and min per case; PyTorch under ``torch.inference_mode`` with
 ``torch.set_num_threads(--threads)``. ``--memory``: peak memory of each case in its own subprocess
-(see ``rep_backbones/benchmark.py``: CPU = peak RSS over the pre-call RSS, CUDA =
+(see ``rep_backbones/benchmark/memory.py``: CPU = peak RSS over the pre-call RSS, CUDA =
 ``max_memory_allocated``). ``--device cuda`` adds ``--dtype float16|bfloat16`` and ``--compile
 [MODE]`` (a ``fused_compiled`` variant: ``torch.compile`` of the fused model); the device, GPU name
 and dtype are recorded.
@@ -74,8 +74,8 @@ def markdown(result: dict) -> str:
     rows = result['results']
     if result['kind'] == 'backbones':
         variants = list(dict.fromkeys(r['variant'] for r in rows))
-        lines += ['| model | format | ' + ' | '.join(variants) + ' | fused/upstream | fused/train | ort/fused | '
-                  'fastest call: fused/upstream, fused/train | goal (median; fastest call) |',
+        lines += ['| model | format | ' + ' | '.join(variants) + ' | fused/official | fused/train | ort/fused | '
+                  'fastest call: fused/official, fused/train | goal (median; fastest call) |',
                   '|---|---|' + '---|' * (len(variants) + 5)]
         for e in result['summary']:
             cells = [_ms(next((r for r in rows if r['model'] == e['model'] and r['variant'] == v and
@@ -84,8 +84,8 @@ def markdown(result: dict) -> str:
             goal = (f"{e['goal']}: {'met' if e['goal_met'] else 'NOT met'}; "
                     f"{'met' if e['goal_met_fastest'] else 'NOT met'}") if 'goal' in e else '–'
             lines.append(f"| {e['model']} | {e['memory_format']} | " + ' | '.join(cells) +
-                         f" | {_ratio(e.get('fused/upstream'))} | {_ratio(e.get('fused/train'))} | "
-                         f"{_ratio(e.get('ort/fused'))} | {_ratio(e.get('fused/upstream (fastest)'))}, "
+                         f" | {_ratio(e.get('fused/official'))} | {_ratio(e.get('fused/train'))} | "
+                         f"{_ratio(e.get('ort/fused'))} | {_ratio(e.get('fused/official (fastest)'))}, "
                          f"{_ratio(e.get('fused/train (fastest)'))} | {goal} |")
         lines += ['', '| model | time to fuse (s) |', '|---|---|']
         lines += [f'| {m} | {t:.3f} |' for m, t in result['fuse_seconds'].items()]
@@ -162,10 +162,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--classifiers-only', action='store_true',
                         help='with --train-memory: time only the classifier pairs, no detector')
     parser.add_argument('--classifier-pairs', nargs='+', metavar='OURS=TIMM', type=classifier_pair,
-                        default=list(bm.UPSTREAM_TRAIN_PAIRS),
+                        default=list(bm.OFFICIAL_TRAIN_PAIRS),
                         help='with --train-memory: our classifier and the timm model it is timed against '
-                             '(default: ' + ' '.join('='.join(p) for p in bm.UPSTREAM_TRAIN_PAIRS) + ')')
-    parser.add_argument('--variants', nargs='+', choices=bm.BACKBONE_VARIANTS, default=list(bm.BACKBONE_VARIANTS))
+                             '(default: ' + ' '.join('='.join(p) for p in bm.OFFICIAL_TRAIN_PAIRS) + ')')
+    parser.add_argument('--variants', nargs='+', choices=bm.BACKBONE_VARIANTS, default=list(bm.BACKBONE_VARIANTS),
+                        help="with --backbone: the forms timed ('official': the official converter's fused form, "
+                             "formerly 'upstream')")
     parser.add_argument('--memory-format', nargs='+', choices=list(bm.MEMORY_FORMATS), default=None,
                         help='default: nchw channels_last for --backbone, nchw for --configs')
     parser.add_argument('--forms', nargs='+', choices=bm.MODEL_FORMS, default=list(bm.MODEL_FORMS))
@@ -186,7 +188,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--name', default='benchmark', help='file stem of the JSON / PNG written')
     args = parser.parse_args(argv)
     if args.train_memory is None and (args.classifiers_only
-                                      or args.classifier_pairs != list(bm.UPSTREAM_TRAIN_PAIRS)):
+                                      or args.classifier_pairs != list(bm.OFFICIAL_TRAIN_PAIRS)):
         parser.error('--classifiers-only and --classifier-pairs go with --train-memory')
     return args
 

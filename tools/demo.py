@@ -14,9 +14,10 @@ Steps (each prints its command, its progress and its time; full logs go to WORK_
      (configs/toy/deploy/*: backbone built with deploy=True);
   5. export the fused model to ONNX (tools/export_onnx.py: RetinaNet's whole network in tensor mode,
      Mask R-CNN's backbone + neck) and check it against PyTorch;
-  6. compare every form's raw network outputs (class scores and box deltas before post-processing;
-     for Mask R-CNN's onnxruntime form the backbone + neck maps of its graph) with the training
-     form's on the first validation image, then time every form on the validation images in one loop
+  6. compare every form's raw network outputs (backbone + neck maps, and class scores and box deltas
+     before post-processing; for the onnxruntime form the outputs of its graph) with the training
+     form's on the first validation image, each tensor against its own scale, then time every form on
+     the validation images in one loop
      (batch 1; the forms take turns on each image, so machine load hits them alike) and evaluate each
      one's predictions; the onnxruntime form runs the exported graph with PyTorch pre- and
      post-processing;
@@ -146,10 +147,14 @@ def _two_stage(model) -> bool:
 
 
 def raw_output_differences(models: Dict[str, object], onnx_path: Path, data, threads: int) -> Dict[str, float]:
-    """Per form, ``max |out - ref| / max |ref|`` over the network's raw outputs on the batch ``data``, ``ref``
-    being the training form's (the first of ``models``): tensor mode (class scores and box deltas of
-    every level, before any score threshold or NMS); the last form, onnxruntime, runs its graph: the
-    whole tensor-mode network, or backbone + neck for two-stage detectors."""
+    """Per form, the largest ``max |out - ref| / max |ref|`` over the network's raw tensors on the batch
+    ``data``, each tensor against its own scale, ``ref`` being the training form's (the first of ``models``).
+
+    The PyTorch forms are compared on the backbone + neck maps and on the tensor-mode head outputs (class
+    scores and box deltas of every level, before any score threshold or NMS); the last form, onnxruntime,
+    runs its graph: the whole tensor-mode network, or backbone + neck for two-stage detectors. Per tensor,
+    because a briefly trained head's outputs sit near their initial biases: against the largest output of
+    all, a changed feature map would hide below float rounding."""
     import numpy as np
     import torch
     names = list(models)
@@ -159,10 +164,13 @@ def raw_output_differences(models: Dict[str, object], onnx_path: Path, data, thr
 
     def flat(outputs):
         return [outputs] if isinstance(outputs, torch.Tensor) else [t for o in outputs for t in flat(o)]
+
+    def raw(model):
+        return flat(model.extract_feat(inputs)) + flat(model(inputs, samples, mode='tensor'))
     with torch.no_grad():
-        ref = {'tensor': flat(reference(inputs, samples, mode='tensor')), 'graph': flat(
+        ref = {'pytorch': raw(reference), 'graph': flat(
             reference.extract_feat(inputs) if _two_stage(reference) else reference(inputs, samples, mode='tensor'))}
-        outs = {name: ('tensor', flat(models[name](inputs, samples, mode='tensor'))) for name in names[1:-1]}
+        outs = {name: ('pytorch', raw(models[name])) for name in names[1:-1]}
     outs[names[-1]] = ('graph', [torch.from_numpy(o) for o in _session(onnx_path, threads).run(
         None, {'input': np.ascontiguousarray(inputs.numpy())})])
     diffs = {names[0]: 0.0}
@@ -170,8 +178,8 @@ def raw_output_differences(models: Dict[str, object], onnx_path: Path, data, thr
         if len(out) != len(ref[kind]) or any(a.shape != b.shape for a, b in zip(out, ref[kind])):
             diffs[name] = float('inf')
             continue
-        scale = max(float(r.abs().max()) for r in ref[kind])
-        diffs[name] = max(float((o - r).abs().max()) for o, r in zip(out, ref[kind])) / scale
+        # an all-zero reference tensor (a dead map) is compared absolutely
+        diffs[name] = max(float((o - r).abs().max()) / (float(r.abs().max()) or 1.0) for o, r in zip(out, ref[kind]))
     return diffs
 
 
@@ -364,7 +372,7 @@ def main(argv=None):
     threads = torch.get_num_threads()
     raw = raw_output_differences({form: models.get(form) for form in FORMS}, onnx_path, next(iter(dataloader)),
                                  threads)
-    print('[6/7] raw outputs on the first validation image, max |diff| / max |training form|: ' +
+    print('[6/7] raw outputs on the first validation image, max |diff| / max |training form| per tensor: ' +
           ', '.join(f'{form} {raw[form]:.1e}' for form in FORMS[1:]), flush=True)
     print(f'      timing the four forms on {len(dataloader.dataset)} validation images (batch 1, {threads} '
           f'threads, forms interleaved)', flush=True)

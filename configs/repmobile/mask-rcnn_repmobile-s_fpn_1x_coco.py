@@ -8,6 +8,6 @@ _base_ = ['../_base_/mask-rcnn_fpn_coco.py', '../_base_/schedules/adamw_1x.py']
 model = dict(
     backbone=dict(
         type='RepMobile',
-        arch='S',   # out_indices 0..3 = layer0..3; upstream never freezes BN
+        arch='S',   # out_indices 0..3 = layer0..3; the official code never freezes BN
         init_cfg=dict(type='Pretrained', checkpoint='pretrained/RepMobile_S.pth')),
     neck=dict(in_channels=[64, 128, 256, 512], norm_cfg=dict(type='SyncBN', requires_grad=True)))

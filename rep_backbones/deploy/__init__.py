@@ -1,6 +1,7 @@
 """Deployment of trained detectors and segmentors: fused, exported, optionally INT8, checked, timed.
 
 * :mod:`~.pipeline` — config + checkpoint -> artifact + report card (``tools/deploy.py``);
+* :mod:`~.select` — ``auto``: every (runtime, quantizer, precision) candidate, the fastest within the bound kept;
 * :mod:`~.export` — ONNX export (TorchScript exporter), parity with PyTorch, operator counts;
 * :mod:`~.runtimes` — onnxruntime and OpenVINO sessions behind one ``run(x)`` interface;
 * :mod:`~.quantize` — INT8 through onnxruntime (QDQ) or NNCF (with accuracy control);

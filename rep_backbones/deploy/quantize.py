@@ -39,6 +39,11 @@ class AccuracyTargetError(RuntimeError):
         self.best_drop = best_drop
 
 
+class ZeroMetricError(ValueError):
+    """The fp32 model scores 0: NNCF's accuracy control divides by the fp32 metric (it computes a relative
+    drop even when the bound is absolute), so it cannot run; an untrained model is the usual cause."""
+
+
 def assert_fused(model: nn.Module) -> None:
     """Raise :class:`UnfusedModelError` if a re-parameterizable backbone in ``model`` is not in deploy form,
     or any BatchNorm is left inside one."""
@@ -194,12 +199,15 @@ def nncf_quantize_with_accuracy_control(fp32_path: PathLike, calibration: Sequen
         raise ValueError('no calibration images: static quantization needs at least one')
     items = list(validation_items)
     fp32 = read_openvino(fp32_path)
+    fp32_metric = float(validate(openvino_compiled(fp32, 1), items))
+    if fp32_metric == 0:
+        raise ZeroMetricError('accuracy control needs a model that scores above 0 on the validation images: the '
+                              'fp32 metric is 0 (an untrained checkpoint?); quantize without --max-drop instead')
     model = nncf.quantize_with_accuracy_control(
         fp32, nncf.Dataset(list(calibration)), nncf.Dataset(items, to_input), validate, max_drop=max_drop,
         drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration), fast_bias_correction=True,
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
             max_num_iterations=max_iterations, num_ranking_workers=1))
-    fp32_metric = float(validate(openvino_compiled(fp32, 1), items))
     int8_metric = float(validate(openvino_compiled(model, 1), items))
     info = dict(fp32_metric=fp32_metric, int8_metric=int8_metric, drop=fp32_metric - int8_metric, max_drop=max_drop)
     if info['drop'] > max_drop:

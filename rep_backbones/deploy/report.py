@@ -10,17 +10,30 @@ from typing import Dict
 from rep_backbones.io.atomic import PathLike, atomic_write
 
 
-def environment(threads: int) -> dict:
-    """Versions and threads the numbers were measured with."""
+def environment(threads: int, device: str = 'cpu', dtype: str = 'float32') -> dict:
+    """What numbers were measured with, recorded by the deploy report card and the benchmark alike: versions
+    (None: not installed), the threads asked for and torch's own count, machine, load average and, on CUDA,
+    the GPU."""
     import importlib.metadata as md
-    versions = {}
-    for package in ('torch', 'onnxruntime', 'openvino', 'nncf', 'mmdet', 'mmsegmentation'):
+
+    import torch
+    versions = {'python': platform.python_version(), 'torch': torch.__version__}   # with its build tag (+cu130)
+    for package in ('onnxruntime', 'openvino', 'nncf', 'mmdet', 'mmsegmentation'):
         try:
             versions[package] = md.version(package)
         except md.PackageNotFoundError:
             versions[package] = None
-    return dict(versions=versions, threads=threads, machine=platform.machine(), processor=platform.processor(),
-                cpu_count=os.cpu_count())
+    env = dict(versions=versions, threads=threads, torch_threads=torch.get_num_threads(), device=device, dtype=dtype,
+               machine=platform.machine(), processor=platform.processor() or platform.machine(),
+               cpu_count=os.cpu_count())
+    try:
+        env['loadavg'] = list(os.getloadavg())
+    except OSError:
+        pass
+    if device.startswith('cuda'):
+        env['gpu'] = torch.cuda.get_device_name(device)
+        env['cuda'] = torch.version.cuda
+    return env
 
 
 def _fmt(value) -> str:
@@ -59,7 +72,24 @@ def markdown(card: dict) -> str:
         lat = form['latency']
         lines.append(f'| {name} | ' + ' | '.join(_fmt(form['metrics'].get(k)) for k in keys) +
                      f" | {lat['median_ms']:.1f} | {lat['p90_ms']:.1f} | {base / lat['median_ms']:.2f}x |")
+    if card.get('selection'):
+        lines += _selection(card['selection'])
     return '\n'.join(lines) + '\n'
+
+
+def _selection(sel: dict) -> list:
+    """Markdown lines of an ``auto`` deployment's choice: the candidates tried and why one was kept."""
+    def cell(value, fmt=_fmt) -> str:
+        return '—' if value is None else fmt(value)
+    lines = ['', '## Candidates', '', f"Requested: --backend {sel['requested']['backend']} --precision "
+             f"{sel['requested']['precision']}; bound: drop <= {_fmt(sel['max_drop'])} of the primary metric; "
+             f"reference: {sel['reference']}.", '',
+             '| candidate | backend | precision | quantizer | primary metric | drop | median ms | p90 ms | outcome |',
+             '|---|---|---|---|---|---|---|---|---|']
+    lines += [f"| {r['name']} | {r['backend']} | {r['precision']} | {cell(r['quantizer'])} | {cell(r['metric'])} | "
+              f"{cell(r['drop'])} | {cell(r['median_ms'], '{:.1f}'.format)} | {cell(r['p90_ms'], '{:.1f}'.format)} | "
+              f"{r['status']} |" for r in sel['candidates']]
+    return lines + ['', f"Chosen: **{sel['chosen']}**. {sel['reason']}."]
 
 
 def write_card(card: dict, md_path: PathLike, json_path: PathLike) -> None:

@@ -197,7 +197,7 @@ def repnext_layouts(args, x: Tensor) -> None:
             'level 2: one DW 11x11 (+ border term)': copy.deepcopy(train).to_single_branch(),
             'small chunks merged into one DW 7x7 on 3/4 channels': _replace_mixers(shipped, MergedSmallChunks),
             'chunk outputs written into one tensor (no concat)': _replace_mixers(shipped, SliceWrites),
-            'upstream-style fused (reference, BN kept)': official_fused(train),
+            'official fused (reference, BN kept)': official_fused(train),
         }
         layout_rows(spec, train, layouts, x, args.rounds)
 

@@ -34,7 +34,7 @@ from rep_backbones.complexity import count_macs, count_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Family folder -> collection. Paper / code facts: docs/families/*.md and the upstream READMEs.
+# Family folder -> collection. Paper / code facts: docs/families/*.md and the official READMEs.
 FAMILIES = {
     'repghostnet': dict(
         Name='RepGhostNet',
