@@ -165,9 +165,12 @@ def _check_selection(card, out, names):
     for r in rows:
         if r['drop'] is None:                   # a candidate that failed before it could be scored
             assert r['name'] not in card['forms'] and r['status'].startswith('rejected: ')
+            assert r['network_ms'] is None
             continue
         form = card['forms'][r['name']]
         assert r['metric'] == form['primary'] and r['median_ms'] == form['latency']['median_ms']
+        # the graph alone, timed apart: less than image in -> detections out, which runs it too
+        assert 0 < r['network_ms'] < r['median_ms']
         assert r['drop'] == pytest.approx(card['forms'][f"{r['backend']} fp32"]['primary'] - r['metric'], abs=1e-12)
     admissible = [r for r in rows if r['drop'] is not None and r['drop'] <= sel['max_drop']]
     assert {r['name'] for r in rows if r['precision'] == 'fp32'} <= {r['name'] for r in admissible}
@@ -215,7 +218,7 @@ def test_auto_goes_on_when_accuracy_control_fails(toy, monkeypatch, tmp_path):
     nncf = card['selection']['candidates'][2]
     assert nncf['status'] == 'rejected: NNCF accuracy control reached a drop of 0.0456 at best'
     assert card['selection']['chosen'] != 'openvino INT8 (NNCF)' and card['backend'] == 'openvino'
-    assert '| openvino INT8 (NNCF) | openvino | int8 | NNCF | — | — | — | — | rejected' in (
+    assert '| openvino INT8 (NNCF) | openvino | int8 | NNCF | — | — | — | — | — | rejected' in (
         tmp_path / 'toy_retinanet_repghost_1_0x_openvino_auto' / 'report.md').read_text()
 
 

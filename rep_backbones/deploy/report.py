@@ -84,11 +84,11 @@ def _selection(sel: dict) -> list:
     lines = ['', '## Candidates', '', f"Requested: --backend {sel['requested']['backend']} --precision "
              f"{sel['requested']['precision']}; bound: drop <= {_fmt(sel['max_drop'])} of the primary metric; "
              f"reference: {sel['reference']}.", '',
-             '| candidate | backend | precision | quantizer | primary metric | drop | median ms | p90 ms | outcome |',
-             '|---|---|---|---|---|---|---|---|---|']
+             '| candidate | backend | precision | quantizer | primary metric | drop | median ms | p90 ms | network ms '
+             '| outcome |', '|---|---|---|---|---|---|---|---|---|---|']
     lines += [f"| {r['name']} | {r['backend']} | {r['precision']} | {cell(r['quantizer'])} | {cell(r['metric'])} | "
               f"{cell(r['drop'])} | {cell(r['median_ms'], '{:.1f}'.format)} | {cell(r['p90_ms'], '{:.1f}'.format)} | "
-              f"{r['status']} |" for r in sel['candidates']]
+              f"{cell(r.get('network_ms'), '{:.1f}'.format)} | {r['status']} |" for r in sel['candidates']]
     return lines + ['', f"Chosen: **{sel['chosen']}**. {sel['reason']}."]
 
 

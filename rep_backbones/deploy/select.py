@@ -32,6 +32,7 @@ from .export import export_onnx
 from .pipeline import DeployOptions, Prepared, artifact_name, calibration_set, prepare, quantize_int8, score_and_time
 from .report import environment, write_card
 from .runtimes import BACKENDS, Session
+from .timing import interleaved, summarize
 from .verify import parity
 
 DEFAULT_MAX_DROP = 0.01     # absolute drop of the primary metric: 1 mAP point
@@ -95,7 +96,7 @@ def _deploy_candidates(p: Prepared, specs, fp32_path: str, scratch: str, options
         name = form_name(backend, precision, quantizer)
         row = dict(name=name, backend=backend, precision=precision, quantizer=quantizer,
                    candidate=options.precision != 'int8' or precision == 'int8', metric=None, drop=None,
-                   median_ms=None, p90_ms=None, status=None)
+                   median_ms=None, p90_ms=None, network_ms=None, status=None)
         rows.append(row)
         if precision == 'fp32':
             sessions[name] = Session(backend, fp32_path, options.threads)
@@ -136,11 +137,15 @@ def deploy_auto(config: str, checkpoint: Optional[str], work_dir: str, options: 
         card = dict(config=config, checkpoint=checkpoint, stages=forms.BACKEND_STAGES[forms.kind(p.model)],
                     int8_layouts=p.layouts, environment=environment(options.threads))
         score_and_time(p, sessions, options, card)
+        # the network alone (the graph on one test input, no pre- / post-processing), interleaved as well:
+        # what INT8 changes, apart from the PyTorch steps around it
+        network = interleaved({name: (lambda s=s: s.run(p.inputs[0])) for name, s in sessions.items()},
+                              options.rounds, options.time_n)
         for row in rows:
             if row['name'] in sessions:
                 form = card['forms'][row['name']]
                 row.update(metric=form['primary'], median_ms=form['latency']['median_ms'],
-                           p90_ms=form['latency']['p90_ms'],
+                           p90_ms=form['latency']['p90_ms'], network_ms=summarize(network[row['name']])['median_ms'],
                            drop=card['forms'][f'{row["backend"]} fp32']['primary'] - form['primary'])
         chosen, reason = choose(rows, max_drop)
         files = ARTIFACTS[chosen['quantizer'] or 'fp32']

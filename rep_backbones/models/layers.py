@@ -1,9 +1,10 @@
-"""Layers shared by several family files: BatchNorm eps, conv -> BN -> act, the official classifier head."""
+"""Layers shared by several family files: BatchNorm eps, conv -> BN -> act, the official classifier head; and
+the reader of the papers' tables the family files carry."""
 # No ``from __future__ import annotations``: torch.fx copies the annotations of the traced root's
 # ``forward`` into its generated code, where a string annotation becomes a name TorchScript cannot
 # resolve (``Unknown type name '_Tensor_'``).
 
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,22 @@ from ..reparam import bn_branch, conv_bn_branch, is_norm, make_conv, merge_branc
 
 # Every family's BatchNorm eps (PyTorch's default; the official checkpoints were trained with it).
 BN_EPS = 1e-5
+
+
+def figures_table(text: str) -> Dict[str, Dict[str, Union[str, int]]]:
+    """A paper's table as written in a family file: a header line (``variant`` then figure names), then one
+    line per variant, columns separated by spaces -> ``{variant: {figure: text}}``. Figures stay text
+    (``'4,073,604'``, ``'142.39M'``: their precision is part of the figure, rep_backbones.complexity reads
+    it); the ``input`` column (resolution) becomes an int."""
+    header, *lines = [line.split() for line in text.strip().splitlines()]
+    if header[0] != 'variant':
+        raise ValueError(f"a figures table starts with a 'variant' column, got {header[0]!r}")
+    table = {}
+    for cells in lines:
+        if len(cells) != len(header):
+            raise ValueError(f'figures table row {cells} has {len(cells)} cells for {len(header)} columns')
+        table[cells[0]] = {key: int(cell) if key == 'input' else cell for key, cell in zip(header[1:], cells[1:])}
+    return table
 
 
 class ConvNormAct(nn.Module):

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from .. import checkpoint as ckpt
 from ..reparam import fold_bn_pairs_in_state_dict
 from .base import RepBackbone, apply_norm_cfg, arch_aliases
-from .layers import BN_EPS, ConvNormAct, OfficialClassifierHead
+from .layers import BN_EPS, ConvNormAct, OfficialClassifierHead, figures_table
 from .registry import BACKBONES, register_backbone, register_classifier
 
 logger = logging.getLogger('rep_backbones')
@@ -93,11 +93,12 @@ FEATURE_STAGES = 4            # blocks.0..3 end at strides 4/8/16/32; blocks.4 i
 # Strings keep their precision: '4,073,604' is exact, '142.39M' matches every count that rounds to it.
 # Exact counts of the RepGhostNetV2 repository's model code, which RepGhostNetV2 shares (its moved
 # depthwise convs change neither). FLOPs claimed by the papers = conv + linear MACs + 1,280 (conv_head bias).
-PAPER_COUNTS = {
-    'S': dict(input=224, train_params='3,772,744', macs='186,005,568', readme_macs='186,006,848'),
-    'M': dict(input=256, train_params='9,714,232', macs='1,080,244,224', readme_macs='1,080,245,504'),
-    'L': dict(input=384, train_params='32,589,584', macs='6,376,220,672', readme_macs='6,376,221,952'),
-}
+PAPER_COUNTS = figures_table("""
+    variant  input  train_params  macs           readme_macs
+    S        224    3,772,744     186,005,568    186,006,848
+    M        256    9,714,232     1,080,244,224  1,080,245,504
+    L        384    32,589,584    6,376,220,672  6,376,221,952
+""")
 PAPER_TABLE = dict(
     source='ChengpengChen/RepGhostNetV2 model/mobilenetv4.py (same counts as RepGhostNetV2)',
     note="timm's mobilenetv4_conv_* models have +1,280 params (head conv without bias + BN); claimed FLOPs "

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .. import checkpoint as ckpt
 from ..reparam import bn_branch, conv_bn_branch, identity_kernel, is_norm, make_conv, merge_branches
 from .base import RepBackbone, apply_norm_cfg, arch_aliases
-from .layers import BN_EPS, ConvNormAct, OfficialClassifierHead
+from .layers import BN_EPS, ConvNormAct, OfficialClassifierHead, figures_table
 from .registry import register_backbone, register_classifier
 
 
@@ -65,31 +65,23 @@ STAGE_TABLE: List[List[Tuple[int, int, int, float, int]]] = [
 # Blocks ending each feature stage (deepest block at strides 4, 8, 16, 32), then the final 1x1 conv.
 FEATURE_BLOCKS = (2, 4, 6, 8, 9)
 
-# The published figures of the ImageNet classifier (rep_backbones.complexity puts our counts beside them).
-# Strings keep their precision: '4,073,604' is exact, '142.39M' matches every count that rounds to it.
+# RepGhost's published ImageNet classifier figures, beside our counts in rep_backbones.complexity.
 PAPER_TABLE = dict(
     source='ChengpengChen/RepGhost README.md (Params/FLOPs) + exact counts of the official model/repghost.py',
     note='the paper counts the official deploy form (RepGhost branches fused, conv+BN pairs kept); our fusion '
          'also folds every conv+BN, so "ours fused" has fewer parameters',
     official_deploy=True, readme_params_form='official_deploy',
-    variants={
-        '0.5x': dict(train_params='2,313,968', official_deploy_params='2,306,528', macs='43.31M',
-                     readme_params='2.3M', readme_macs='43M'),
-        '0.58x': dict(train_params='2,546,388', official_deploy_params='2,537,736', macs='59.80M',
-                      readme_params='2.5M', readme_macs='60M'),
-        '0.8x': dict(train_params='3,278,968', official_deploy_params='3,267,112', macs='95.52M',
-                     readme_params='3.3M', readme_macs='96M'),
-        '1.0x': dict(train_params='4,073,604', official_deploy_params='4,058,772', macs='142.39M',
-                     readme_params='4.1M', readme_macs='142M'),
-        '1.11x': dict(train_params='4,539,984', official_deploy_params='4,523,568', macs='170.12M',
-                      readme_params='4.5M', readme_macs='170M'),
-        '1.3x': dict(train_params='5,478,612', official_deploy_params='5,459,316', macs='231.12M',
-                     readme_params='5.5M', readme_macs='231M'),
-        '1.5x': dict(train_params='6,575,336', official_deploy_params='6,553,064', macs='301.32M',
-                     readme_params='6.6M', readme_macs='301M'),
-        '2.0x': dict(train_params='9,796,124', official_deploy_params='9,766,460', macs='515.87M',
-                     readme_params='9.8M', readme_macs='516M'),
-    })
+    variants=figures_table("""
+        variant  train_params  official_deploy_params  macs     readme_params  readme_macs
+        0.5x     2,313,968     2,306,528               43.31M   2.3M           43M
+        0.58x    2,546,388     2,537,736               59.80M   2.5M           60M
+        0.8x     3,278,968     3,267,112               95.52M   3.3M           96M
+        1.0x     4,073,604     4,058,772               142.39M  4.1M           142M
+        1.11x    4,539,984     4,523,568               170.12M  4.5M           170M
+        1.3x     5,478,612     5,459,316               231.12M  5.5M           231M
+        1.5x     6,575,336     6,553,064               301.32M  6.6M           301M
+        2.0x     9,796,124     9,766,460               515.87M  9.8M           516M
+    """))
 
 
 # -- block fusion (the blocks are timm's) -------------------------------------------------------------

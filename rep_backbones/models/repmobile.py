@@ -46,7 +46,7 @@ from ..reparam import (
     tiled_identity_kernel,
 )
 from .base import RepBackbone, apply_norm_cfg, arch_aliases
-from .layers import BN_EPS, ClassifierForm
+from .layers import BN_EPS, ClassifierForm, figures_table
 from .registry import register_backbone, register_classifier
 
 # The deploy depthwise conv finds its border strips by Python arithmetic on the input size, which a
@@ -69,20 +69,17 @@ ALIASES = arch_aliases(ARCHS, prefixes=('repmobile_',), extra={
     alias: name for name, word in (('S', 'small'), ('M', 'medium'), ('L', 'large'))
     for alias in (word, f'repmobile_{word}')})
 
-# The published figures of the ImageNet classifier (rep_backbones.complexity puts our counts beside them).
-# Strings keep their precision: '4,073,604' is exact, '142.39M' matches every count that rounds to it.
+# RepMobile's published ImageNet classifier figures, beside our counts in rep_backbones.complexity.
 PAPER_TABLE = dict(
     source='zhanghao5201/RepMobile README.md + exact counts of the official models/repmobile.py (variants: main.py)',
     note='params: classifier without the distillation head (training form; the official code has no fusion); '
          'backbone = stem + layer0-3', classifier_kwargs=dict(distillation=False), readme_params_form='train',
-    variants={
-        'S': dict(train_params='5,719,944', backbone_train_params='3,117,984', macs='0.417G',
-                  readme_params='5.7M', readme_macs='0.4G'),
-        'M': dict(train_params='8,205,552', backbone_train_params='5,472,520', macs='0.695G',
-                  readme_params='8.2M', readme_macs='0.7G'),
-        'L': dict(train_params='18,361,624', backbone_train_params='15,497,520', macs='1.374G',
-                  readme_params='18.4M', readme_macs='1.4G'),
-    })
+    variants=figures_table("""
+        variant  train_params  backbone_train_params  macs    readme_params  readme_macs
+        S        5,719,944     3,117,984              0.417G  5.7M           0.4G
+        M        8,205,552     5,472,520              0.695G  8.2M           0.7G
+        L        18,361,624    15,497,520             1.374G  18.4M          1.4G
+    """))
 
 
 class RepMobileBlock(nn.Module):

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .. import checkpoint as ckpt
 from ..reparam import bn_scale_shift, conv_bn_branch, fold_preceding_affine, is_norm, make_conv
 from .base import NoOfficialForm, RepBackbone, apply_norm_cfg, arch_aliases
-from .layers import BN_EPS, ClassifierForm
+from .layers import BN_EPS, ClassifierForm, figures_table
 from .registry import register_backbone, register_classifier
 from .repnext_mixers import (  # noqa: F401
     ChunkConv,
@@ -72,26 +72,20 @@ FUSION_LEVELS = (1, 2)
 # 'repnext_m3' (also timm-style model names), 'repnext-m3', 'repnextm3'.
 ALIASES = arch_aliases(ARCHS, prefixes=('repnext_', 'repnext-', 'repnext'))
 
-# The published figures of the ImageNet classifier (rep_backbones.complexity puts our counts beside them).
-# Strings keep their precision: '4,073,604' is exact, '142.39M' matches every count that rounds to it.
+# RepNeXt's published ImageNet classifier figures, beside our counts in rep_backbones.complexity.
 PAPER_TABLE = dict(
     source='suous/RepNeXt README.md + exact counts of the official model/repnext.py',
     note='train params include the two distillation heads (head + head_dist); fused = one Linear head; '
          'MACs of the fused model', classifier_kwargs=dict(distillation=True), readme_params_form='fused',
-    variants={
-        'M0': dict(train_params='2,716,480', fused_params='2,333,200', macs='0.388G',
-                   readme_params='2.3M', readme_macs='0.4G'),
-        'M1': dict(train_params='5,323,316', fused_params='4,829,560', macs='0.822G',
-                   readme_params='4.8M', readme_macs='0.8G'),
-        'M2': dict(train_params='7,049,082', fused_params='6,473,200', macs='1.111G',
-                   readme_params='6.5M', readme_macs='1.1G'),
-        'M3': dict(train_params='8,466,560', fused_params='7,818,920', macs='1.339G',
-                   readme_params='7.8M', readme_macs='1.3G'),
-        'M4': dict(train_params='14,080,480', fused_params='13,342,120', macs='2.289G',
-                   readme_params='13.3M', readme_macs='2.3G'),
-        'M5': dict(train_params='22,708,860', fused_params='21,737,560', macs='4.544G',
-                   readme_params='21.7M', readme_macs='4.5G'),
-    })
+    variants=figures_table("""
+        variant  train_params  fused_params  macs    readme_params  readme_macs
+        M0       2,716,480     2,333,200     0.388G  2.3M           0.4G
+        M1       5,323,316     4,829,560     0.822G  4.8M           0.8G
+        M2       7,049,082     6,473,200     1.111G  6.5M           1.1G
+        M3       8,466,560     7,818,920     1.339G  7.8M           1.3G
+        M4       14,080,480    13,342,120    2.289G  13.3M          2.3G
+        M5       22,708,860    21,737,560    4.544G  21.7M          4.5G
+    """))
 
 
 # -- building blocks (training form) -------------------------------------------------------------------
