@@ -81,8 +81,19 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+# The longest test files (minutes each: training, tool subprocesses), started first: pytest-xdist's
+# ``--dist loadfile`` hands files to the workers in collection order, so a long file collected last would
+# run alone at the end while the other worker idles. Order only; the results do not depend on it.
+LONGEST_FIRST = ('test_pipeline.py', 'test_demo.py', 'test_deploy.py', 'test_zoo.py', 'test_backbone_contract.py',
+                 'test_mmdeploy.py', 'test_quantize.py', 'test_resume.py')
+
+
 def pytest_collection_modifyitems(config, items):
-    """``REP_BACKBONES_TEST_ORDER=reverse`` runs the suite backwards: with seeded tests, the result
-    must not depend on what ran before (run both orders before a landing)."""
+    """Long files first (:data:`LONGEST_FIRST`). ``REP_BACKBONES_TEST_ORDER=reverse`` runs the suite backwards:
+    with seeded tests, the result must not depend on what ran before (run both orders before a landing)."""
+    def rank(item):
+        name = os.path.basename(str(item.fspath))
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)        # stable: collection order within a file and among the other files
     if os.environ.get('REP_BACKBONES_TEST_ORDER') == 'reverse':
         items.reverse()
