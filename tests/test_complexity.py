@@ -74,6 +74,7 @@ def test_paper_table_markdown():
         complexity.paper_tables_markdown(['Nope'])
 
 
+@pytest.mark.slow           # a tool process
 def test_complexity_cli_paper_tables():
     proc = run([sys.executable, 'tools/analysis/complexity.py', '--paper-tables', '--family', 'RepGhostNet',
                 '--variants', '1.0x'], cwd=ROOT, unset=('PYTHONPATH',), env={'OMP_NUM_THREADS': '1'}, timeout=300)

@@ -67,6 +67,7 @@ PRETEND = ('import runpy, sys, torch, mmcv.ops; torch.cuda.is_available = lambda
            'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")')
 
 
+@pytest.mark.slow           # two tool processes
 @pytest.mark.parametrize('tool, args', [('tools/train.py', ['missing.py']),
                                         ('tools/test.py', ['missing.py', 'missing.pth'])])
 def test_the_tools_check_at_start_up(mmcv_ops, tool, args):

@@ -49,6 +49,7 @@ def test_summary_table(gpu_check):
     assert '## bench-float16\n\n| a | b |' in text
 
 
+@pytest.mark.slow           # a tool process
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a CUDA device is visible: the check would run')
 def test_without_cuda_it_stops_cleanly(tmp_path):
     proc = run([sys.executable, 'tools/gpu_check.py', '--out-dir', tmp_path / 'out'], timeout=300)

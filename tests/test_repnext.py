@@ -65,7 +65,8 @@ def _level2_matches(model, x, fuse_fn=_single_branch, float64=True):
 
 
 # -- fusion --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('arch', M_ARCHS + E_ARCHS)
+@pytest.mark.parametrize('arch', [a if a in RepNeXt.representative_archs else pytest.param(a, marks=pytest.mark.slow)
+                                  for a in M_ARCHS + E_ARCHS])     # the core suite: M0 and M0E
 def test_fused_equals_training_form_at_both_levels(arch):
     torch.manual_seed(0)
     model = RepNeXt(arch)
@@ -83,6 +84,7 @@ def test_fused_equals_training_form_at_both_levels(arch):
         assert level1_keys == single.state_dict().keys()
 
 
+@pytest.mark.slow           # every variant, three forms each
 def test_level2_from_level1_and_constructor_forms():
     model = randomize_bn(RepNeXt('M1')).eval()
     x = torch.randn(1, 3, 35, 45)

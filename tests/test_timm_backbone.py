@@ -284,6 +284,7 @@ def test_syncbn_keeps_timm_activations():
 COMPARATOR_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', 'timm_comparators', '*.py')))
 
 
+@pytest.mark.slow           # whole mm models, as tests/test_configs.py
 @pytest.mark.parametrize('path', COMPARATOR_CONFIGS, ids=os.path.basename)
 def test_comparator_config_builds_and_runs(path):
     from mmdet.testing import demo_mm_inputs
