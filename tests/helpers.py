@@ -217,6 +217,20 @@ def damp_deep_plain_backbone(model: nn.Module, factor: float = 0.7) -> nn.Module
 # -- optional dependencies -------------------------------------------------------------------------
 # Set by CI (.ci/run, tools/run_tests.sh under CI=true): a missing optional dependency fails the test
 # instead of skipping it.
+def assert_test_step_runs(model: nn.Module) -> None:
+    """The model's config test step on one 96x128 image (pre-processing, network, post-processing): a detection
+    per image from mmdet models, ``num_classes`` logit maps from mmseg ones (``model.cfg``: its config)."""
+    cfg = model.cfg
+    with torch.no_grad():
+        if cfg.default_scope == 'mmdet':
+            from mmdet.testing import demo_mm_inputs
+            results = model.test_step(demo_mm_inputs(1, [[3, 96, 128]], use_box_type=True))
+            assert len(results) == 1 and hasattr(results[0], 'pred_instances')
+        else:
+            logits = model(torch.randn(1, 3, 96, 128), mode='tensor')
+            assert logits.shape[:2] == (1, cfg.model.decode_head.num_classes)
+
+
 REQUIRE_ALL_ENV = 'REP_BACKBONES_REQUIRE_ALL'
 
 

@@ -21,7 +21,7 @@ from rep_backbones.checkpoint import CheckpointError
 from rep_backbones.models import TimmRepBackbone, build_backbone
 from rep_backbones.models.timm_backbone import _dropped_activation
 
-from .helpers import FUSE_RTOL, assert_fuses_exactly, count_norms, randomize_bn
+from .helpers import FUSE_RTOL, assert_fuses_exactly, assert_test_step_runs, count_norms, randomize_bn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ODD = (97, 131)
@@ -287,8 +287,6 @@ COMPARATOR_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', 'timm_compar
 @pytest.mark.slow           # whole mm models, as tests/test_configs.py
 @pytest.mark.parametrize('path', COMPARATOR_CONFIGS, ids=os.path.basename)
 def test_comparator_config_builds_and_runs(path):
-    from mmdet.testing import demo_mm_inputs
-
     from rep_backbones.io.build import build_model_from_config
     model = build_model_from_config(path)
     backbone = model.backbone
@@ -296,13 +294,7 @@ def test_comparator_config_builds_and_runs(path):
     # SyncBN (reverted to BN on CPU by build_model_from_config) kept timm's norm+act activations
     assert not any(_dropped_activation(m) for m in backbone.modules())
     assert list(model.neck.in_channels) == backbone.out_channels
-    with torch.no_grad():
-        if model.cfg.default_scope == 'mmdet':
-            results = model.test_step(demo_mm_inputs(1, [[3, 96, 128]], use_box_type=True))
-            assert len(results) == 1 and hasattr(results[0], 'pred_instances')
-        else:
-            logits = model(_input(size=(96, 128)), mode='tensor')
-            assert logits.shape[:2] == (1, model.cfg.model.decode_head.num_classes)
+    assert_test_step_runs(model)
 
 
 def _flatten(outputs):

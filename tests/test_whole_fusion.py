@@ -24,7 +24,14 @@ import rep_backbones
 from rep_backbones.io.build import build_model_from_config
 from rep_backbones.models.registry import BACKBONES
 
-from .helpers import assert_fusion_exact, assert_rel_close, count_norms, damp_deep_plain_backbone, randomize_bn
+from .helpers import (
+    assert_fusion_exact,
+    assert_rel_close,
+    assert_test_step_runs,
+    count_norms,
+    damp_deep_plain_backbone,
+    randomize_bn,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.mm]
 
@@ -106,18 +113,6 @@ def _tensor_forward(model, x):
     return model(x, mode='tensor')
 
 
-def _test_step(model, cfg):
-    """The config's test step on one 96x128 image: pre-processing, network, post-processing."""
-    with torch.no_grad():
-        if cfg.default_scope == 'mmdet':
-            from mmdet.testing import demo_mm_inputs
-            results = model.test_step(demo_mm_inputs(1, [[3, 96, 128]], use_box_type=True))
-            assert len(results) == 1 and hasattr(results[0], 'pred_instances')
-        else:
-            logits = model(torch.randn(1, 3, 96, 128), mode='tensor')
-            assert logits.shape[:2] == (1, cfg.model.decode_head.num_classes)
-
-
 @pytest.mark.parametrize('config', CONFIGS)
 def test_config_fuses_as_trained(config):
     """SyncBN where the config says SyncBN (nothing converted for the CPU), then ``fuse(whole=True)``."""
@@ -141,7 +136,7 @@ def test_config_fuses_as_trained(config):
     else:
         assert_fusion_exact(model, fused, x, fuse, forward=forward)
     for form in (model, fused):
-        _test_step(form, cfg)
+        assert_test_step_runs(form)
 
 
 def test_whole_fused_checkpoint_loads_into_the_deploy_structure(tmp_path):

@@ -166,11 +166,12 @@ def raw_output_differences(models: Dict[str, object], onnx_path: Path, data, thr
         return [outputs] if isinstance(outputs, torch.Tensor) else [t for o in outputs for t in flat(o)]
 
     def raw(model):
-        return flat(model.extract_feat(inputs)) + flat(model(inputs, samples, mode='tensor'))
+        """(backbone + neck maps, tensor-mode outputs)"""
+        return flat(model.extract_feat(inputs)), flat(model(inputs, samples, mode='tensor'))
     with torch.no_grad():
-        ref = {'pytorch': raw(reference), 'graph': flat(
-            reference.extract_feat(inputs) if _two_stage(reference) else reference(inputs, samples, mode='tensor'))}
-        outs = {name: ('pytorch', raw(models[name])) for name in names[1:-1]}
+        features, tensors = raw(reference)
+        ref = {'pytorch': features + tensors, 'graph': features if _two_stage(reference) else tensors}
+        outs = {name: ('pytorch', sum(raw(models[name]), [])) for name in names[1:-1]}
     outs[names[-1]] = ('graph', [torch.from_numpy(o) for o in _session(onnx_path, threads).run(
         None, {'input': np.ascontiguousarray(inputs.numpy())})])
     diffs = {names[0]: 0.0}
