@@ -1,16 +1,22 @@
 """Shared test utilities: non-trivial BN statistics, the fused-vs-training equivalence checks,
-subprocess and tool loading, optional dependencies, wheel builds."""
+subprocess and tool loading, in-process tool runs, optional dependencies, wheel builds."""
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib
 import importlib.util
+import io
+import logging
 import os
+import runpy
 import shutil
 import socket
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -290,6 +296,134 @@ def run_ok(args, **kwargs) -> str:
     proc = run(args, **kwargs)
     assert proc.returncode == 0, f'{" ".join(map(str, args))}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
     return proc.stdout + proc.stderr
+
+
+@dataclasses.dataclass
+class ToolResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_tool(relpath: str, *args, cwd=ROOT, env=None) -> ToolResult:
+    """Run a script of the repository *in this process* as ``python RELPATH ARGS...`` would (``__main__``,
+    ``sys.argv``, the script's folder first on ``sys.path``), in ``cwd``, with ``env`` added to the
+    environment: a new interpreter spends 8-11 s importing torch / mmengine / mmdet, which this one has done.
+    Python-level stdout and stderr are captured (MMLogger handlers made during the run write there, warnings
+    go to stderr); ``SystemExit`` gives the return code, any other exception status 1 and its traceback.
+
+    Restored afterwards: cwd, ``sys.argv``, ``sys.path``, the environment, the script folder's modules it
+    imported, torch's thread count, default dtype and grad mode, OpenCV's thread count, the root logger's
+    handlers and level, ``warnings`` filters, and every mmengine managed instance made during the run
+    (loggers, with their handlers closed; message hubs, visualizers, default scopes): a Runner names these
+    by the second, so a second run would otherwise get the first one's logger. Not restored: the random
+    generators (a Runner seeds them; each test starts seeded, tests/conftest.py)."""
+    path = str(ROOT / relpath)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with _restored_process_state(os.path.dirname(path)), warnings.catch_warnings(), \
+            contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        warnings.showwarning = _printed_warning(stderr)
+        os.chdir(cwd)
+        os.environ.update({k: str(v) for k, v in (env or {}).items()})
+        sys.argv = [path, *map(str, args)]
+        sys.path.insert(0, os.path.dirname(path))
+        try:
+            runpy.run_path(path, run_name='__main__')
+            returncode = 0
+        except SystemExit as exit_:
+            returncode = _exit_status(exit_.code, stderr)
+        except Exception:  # noqa: BLE001  (a crashing script: its traceback and status 1)
+            traceback.print_exc(file=stderr)
+            returncode = 1
+    return ToolResult(returncode, stdout.getvalue(), stderr.getvalue())
+
+
+def run_tool_ok(relpath: str, *args, **kwargs) -> str:
+    """:func:`run_tool`, which must succeed; returns its output."""
+    result = run_tool(relpath, *args, **kwargs)
+    assert result.returncode == 0, f'{relpath} {" ".join(map(str, args))}: status {result.returncode}\n' \
+                                   f'{result.stdout[-3000:]}\n{result.stderr[-5000:]}'
+    return result.output
+
+
+def _printed_warning(stream: io.StringIO):
+    """A ``warnings.showwarning`` that prints into ``stream``, as the script's own interpreter would print
+    to its stderr (not recorded by pytest's warning capture)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        stream.write(warnings.formatwarning(message, category, filename, lineno, line))
+    return show
+
+
+def _exit_status(code, stderr: io.StringIO) -> int:
+    """The status Python exits with for ``sys.exit(code)`` (a message is printed to stderr, status 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=stderr)
+    return 1
+
+
+@contextlib.contextmanager
+def _restored_process_state(script_dir: str):
+    """Process-wide state that a tool may change, put back as it was (see :func:`run_tool`)."""
+    cwd, argv, path, environ = os.getcwd(), list(sys.argv), list(sys.path), dict(os.environ)
+    modules = set(sys.modules)
+    threads, dtype, grad = torch.get_num_threads(), torch.get_default_dtype(), torch.is_grad_enabled()
+    cv2 = sys.modules.get('cv2')             # a Runner sets OpenCV's thread count (to 0)
+    cv2_threads = cv2 and cv2.getNumThreads()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    managed = _managed_instances()
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        sys.argv, sys.path[:] = argv, path
+        os.environ.clear()
+        os.environ.update(environ)
+        for name in set(sys.modules) - modules:   # siblings of the script, found through its folder
+            if os.path.dirname(getattr(sys.modules[name], '__file__', None) or '') == script_dir:
+                del sys.modules[name]
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+        if cv2:
+            cv2.setNumThreads(cv2_threads)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        _drop_new_instances(managed)
+
+
+def _managed_instances() -> dict:
+    """mmengine's global instances (``ManagerMixin`` subclasses: MMLogger, MessageHub, Visualizer,
+    DefaultScope, ...) by class; empty where mmengine is not imported."""
+    if 'mmengine' not in sys.modules:
+        return {}
+    from mmengine.utils import ManagerMixin
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+    return {cls: dict(cls._instance_dict) for cls in subclasses(ManagerMixin)}
+
+
+def _drop_new_instances(before: dict) -> None:
+    """Forget the managed instances made since :func:`_managed_instances` gave ``before`` (closing new
+    loggers' handlers: their log files and the captured stream); the current instance is the one before."""
+    for cls, instances in _managed_instances().items():
+        kept = before.get(cls, {})
+        for name, instance in instances.items():
+            if name not in kept and isinstance(instance, logging.Logger):
+                for handler in instance.handlers:
+                    handler.close()
+        cls._instance_dict.clear()
+        cls._instance_dict.update(kept)
 
 
 def free_port() -> int:

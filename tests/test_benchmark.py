@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from rep_backbones.benchmark import cases as bm_cases
 from rep_backbones.benchmark import tables as bm_tables
 from rep_backbones.fusion import NoOfficialForm, official_fused
 from rep_backbones.models import build_backbone, build_classifier
-from tests.helpers import assert_fusion_exact, count_norms, keys_file, load_tool, randomize_bn, run
+from tests.helpers import assert_fusion_exact, count_norms, keys_file, load_tool, randomize_bn, run_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 
@@ -300,11 +299,10 @@ def test_deploy_layouts_tool_tables():
     """``tools/analysis/deploy_layouts.py`` on a small odd input: every section prints its table; every layout it
     times as exact equals the training form, and the one it labels NOT exact (RepMobile without the border
     correction) is measurably off, so the check it prints can tell the two apart."""
-    proc = run([sys.executable, os.path.join(ROOT, 'tools', 'analysis', 'deploy_layouts.py'), '--shape', '33', '47',
-                '--rounds', '1', '--threads', '1', '--headroom', 'RepGhostNetV2:S', '--repnext', 'RepNeXt:M0'],
-               env={'OMP_NUM_THREADS': '1'})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [[c.strip() for c in line.strip('|').split('|')] for line in proc.stdout.splitlines()
+    result = run_tool('tools/analysis/deploy_layouts.py', '--shape', '33', '47', '--rounds', '1', '--threads', '1',
+                      '--headroom', 'RepGhostNetV2:S', '--repnext', 'RepNeXt:M0', env={'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [[c.strip() for c in line.strip('|').split('|')] for line in result.stdout.splitlines()
             if line.startswith('| ') and not line.startswith('| backbone')]
     headroom = [r for r in rows if r[0] == 'RepGhostNetV2:S' and len(r) == 10]
     assert [r[1] for r in headroom] == ['nchw', 'channels_last']

@@ -2,18 +2,13 @@
 ``PAPER_TABLE``), and ``tools/analysis/complexity.py``."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from rep_backbones import complexity
 from rep_backbones.complexity import matches, paper_tables, parse_figure
 from rep_backbones.models import CLASSIFIERS
 
-from .helpers import run
-
-ROOT = Path(__file__).resolve().parents[1]
+from .helpers import run_tool
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -74,9 +69,11 @@ def test_paper_table_markdown():
         complexity.paper_tables_markdown(['Nope'])
 
 
-@pytest.mark.slow           # a tool process
+@pytest.mark.slow           # a whole tool
 def test_complexity_cli_paper_tables():
-    proc = run([sys.executable, 'tools/analysis/complexity.py', '--paper-tables', '--family', 'RepGhostNet',
-                '--variants', '1.0x'], cwd=ROOT, unset=('PYTHONPATH',), env={'OMP_NUM_THREADS': '1'}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert '4,073,604 / 4,073,604 ✓' in proc.stdout
+    """The command line, run in this process (tests.helpers.run_tool; that it starts as a script without
+    PYTHONPATH is test_tools_deploy.py's ``test_tools_help``)."""
+    result = run_tool('tools/analysis/complexity.py', '--paper-tables', '--family', 'RepGhostNet', '--variants', '1.0x',
+                      env={'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '4,073,604 / 4,073,604 ✓' in result.stdout

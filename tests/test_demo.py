@@ -69,3 +69,35 @@ def test_schedule_options_keep_eight_validations():
     assert opts['train_cfg.max_iters'] == '800' and opts['train_cfg.val_interval'] == '100'
     assert opts['param_scheduler.1.end'] == '800' and opts['param_scheduler.0.end'] == '30'
     assert demo.schedule_options(4)['param_scheduler.0.end'] == '4'
+
+
+def test_raw_check_of_a_two_stage_detector(tmp_path):
+    """The demo's raw-output check on Mask R-CNN (random weights, random BN statistics): the fused forms and
+    the backbone + neck graph agree with the training form, and a fused form that computes something else
+    (stem bias + 0.1) is caught. Every form's RoI head runs on the training form's proposals: with its own,
+    a last-bit difference before NMS can swap near-tied proposals, and RoIs that differ would be compared."""
+    import copy
+
+    import torch
+    from mmdet.structures import DetDataSample
+
+    import rep_backbones
+    from rep_backbones.deploy.export import export_onnx
+    from rep_backbones.io.build import TensorModeWrapper, build_model_from_config
+
+    from .helpers import randomize_bn
+    torch.manual_seed(0)
+    model = randomize_bn(build_model_from_config('configs/toy/toy_mask_rcnn_repghost_1_0x.py')).eval()
+    fused = rep_backbones.fuse(copy.deepcopy(model)).eval()
+    wrong = copy.deepcopy(fused)
+    wrong.backbone.conv_stem.bias.data += 0.1
+    meta = dict(img_shape=(160, 192), ori_shape=(160, 192), scale_factor=(1.0, 1.0))
+    data = dict(inputs=[torch.randint(0, 256, (3, 160, 192), dtype=torch.uint8)],
+                data_samples=[DetDataSample(metainfo=meta)])
+    graph = tmp_path / 'features.onnx'
+    export_onnx(TensorModeWrapper(fused, 'features').eval(), fused.data_preprocessor(data, False)['inputs'], graph)
+    diffs = demo.raw_output_differences({'training': model, 'fused': fused, 'wrong': wrong, 'onnxruntime': None},
+                                        graph, data, threads=1)
+    assert diffs['training'] == 0
+    assert 0 < diffs['fused'] <= RAW_RTOL and 0 < diffs['onnxruntime'] <= RAW_RTOL, diffs
+    assert diffs['wrong'] > 10 * RAW_RTOL, diffs

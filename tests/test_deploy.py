@@ -8,13 +8,12 @@ calibration folder, unmet target) fails with its own error and leaves no artifac
 """
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ROOT, require, run
+from tests.helpers import ROOT, require, run_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 
@@ -361,9 +360,9 @@ def test_tool_cli_bad_input(toy, tmp_path):
     """The command line: exit status 2, the reason on stderr, nothing written."""
     empty = tmp_path / 'empty'
     empty.mkdir()
-    proc = run([sys.executable, ROOT / 'tools' / 'deploy.py', CONFIG, toy / 'random.pth', '--work-dir', tmp_path / 'w',
-                '--precision', 'int8', '--calib-dir', empty, '--no-progress'], cwd=toy,
-               env={'OMP_NUM_THREADS': '1'})
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert 'CalibrationDataError' in proc.stderr and 'holds no images' in proc.stderr
+    result = run_tool('tools/deploy.py', CONFIG, toy / 'random.pth', '--work-dir', tmp_path / 'w',
+                      '--precision', 'int8', '--calib-dir', empty, '--no-progress', cwd=toy,
+                      env={'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'CalibrationDataError' in result.stderr and 'holds no images' in result.stderr
     assert not os.path.exists(tmp_path / 'w') or not os.listdir(tmp_path / 'w')

@@ -5,13 +5,12 @@ CUDA the steps run on a GPU machine only (docs/gpu.md)."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import pytest
 import torch
 
-from .helpers import load_tool, require, run
+from .helpers import load_tool, require, run_tool
 
 pytestmark = pytest.mark.tools
 
@@ -49,13 +48,14 @@ def test_summary_table(gpu_check):
     assert '## bench-float16\n\n| a | b |' in text
 
 
-@pytest.mark.slow           # a tool process
+@pytest.mark.slow           # a whole tool
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a CUDA device is visible: the check would run')
 def test_without_cuda_it_stops_cleanly(tmp_path):
-    proc = run([sys.executable, 'tools/gpu_check.py', '--out-dir', tmp_path / 'out'], timeout=300)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert 'no CUDA device' in proc.stderr and 'torch.cuda.is_available() is False' in proc.stderr
-    assert 'Traceback' not in proc.stderr and not (tmp_path / 'out').exists()
+    """The command line, run in this process (tests.helpers.run_tool: it stops before any step)."""
+    result = run_tool('tools/gpu_check.py', '--out-dir', tmp_path / 'out')
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'no CUDA device' in result.stderr and 'torch.cuda.is_available() is False' in result.stderr
+    assert 'Traceback' not in result.stderr and not (tmp_path / 'out').exists()
 
 
 def test_the_benchmark_accepts_the_check_arguments(gpu_check, tmp_path):

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 import rep_backbones
+from rep_backbones.io.build import build_model_from_config
 
 from .helpers import ROOT, build_wheel, load_tool, require_mim, run, run_ok
 
@@ -113,9 +114,26 @@ def test_mim_search_from_the_editable_install(tmp_path):
     assert one['backbone_flops(G)'] == meta['Backbone FLOPs (G)']
 
 
-def test_wheel_carries_the_zoo_and_mim_finds_it(tmp_path):
+# Python without the checkout on sys.path (the editable install's .pth file puts it there, and with it the
+# repository-only detection/ and segmentation/ folders): what an environment with only the wheel sees.
+# Arguments: the checkout, then a script or ``-m MODULE``, then its arguments.
+WITHOUT_CHECKOUT = '''
+import os, runpy, sys
+root = os.path.realpath(sys.argv.pop(1))
+sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != root]
+if sys.argv[1] == '-m':
+    sys.argv = sys.argv[2:]
+    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
+else:
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name='__main__')
+'''
+
+
+def test_wheel_carries_the_zoo_and_the_deploy_path(tmp_path):
     """The wheel (built from a copy of the source tree: nothing is written into the checkout) carries
-    ``.mim``, the license files and the version; mim, pointed at the installed wheel, lists every model."""
+    ``.mim``, the license files and the version; mim, pointed at the installed wheel, lists every model; and
+    the installed wheel alone (no checkout on the path) makes the toy data and runs ``tools/deploy.py``."""
     require_mim()
     before = _build_outputs_in_checkout()
     wheel = build_wheel(tmp_path / 'build')
@@ -139,8 +157,25 @@ def test_wheel_carries_the_zoo_and_mim_finds_it(tmp_path):
     where = proc.stdout.split()[-1]
     assert where == str(target / 'rep_backbones')   # mim reads the wheel's copy, not the checkout
     assert set(_search(env=env, tmp_path=tmp_path)) == set(_models())
+    where = run_ok([sys.executable, '-c', 'import rep_backbones; print(rep_backbones.__file__)'], env=env,
+                   cwd=tmp_path).split()[-1]
+    assert where == str(target / 'rep_backbones' / '__init__.py')   # Python, too, imports the wheel's copy
     # the toy data generators ship in the wheel: the demo's data is made without a checkout
-    run_ok([sys.executable, '-m', 'rep_backbones.toy_data', 'coco', '--root', 'toy', '--num-train', '2',
-            '--num-val', '1', '--size', '64', '80'], env=env, cwd=tmp_path)
-    coco = json.loads((tmp_path / 'toy' / 'annotations' / 'instances_train2017.json').read_text())
+    run_ok([sys.executable, '-c', WITHOUT_CHECKOUT, ROOT, '-m', 'rep_backbones.toy_data', 'coco', '--root',
+            'data/toy_coco', '--num-train', '2', '--num-val', '1', '--size', '64', '80'], env=env, cwd=tmp_path)
+    coco = json.loads((tmp_path / 'data' / 'toy_coco' / 'annotations' / 'instances_train2017.json').read_text())
     assert len(coco['images']) == 2 and coco['annotations']
+    # ... and the whole deploy path runs from the wheel: the tool and config as it ships them (.mim), the toy
+    # data above, fuse, export, INT8, verify, score and time, the card
+    shipped = target / 'rep_backbones' / '.mim'
+    toy_cfg = shipped / 'configs' / 'toy' / 'toy_retinanet_repghost_1_0x.py'
+    torch.manual_seed(0)
+    torch.save({'state_dict': build_model_from_config(str(toy_cfg)).state_dict()}, tmp_path / 'random.pth')
+    run_ok([sys.executable, '-c', WITHOUT_CHECKOUT, ROOT, shipped / 'tools' / 'deploy.py', toy_cfg, 'random.pth',
+            '--work-dir', 'deployed',
+            '--backend', 'onnxruntime', '--precision', 'int8', '--calib-n', '1', '--rounds', '1', '--time-n', '1'],
+           env={**env, 'OMP_NUM_THREADS': '1'}, cwd=tmp_path)
+    card = json.loads((tmp_path / 'deployed' / 'toy_retinanet_repghost_1_0x_onnxruntime_int8' / 'report.json')
+                      .read_text())
+    assert card['artifact'] == 'model.int8.onnx'
+    assert {'training form (mmdet)', 'fused PyTorch', 'deployed fp32', 'deployed INT8'} == set(card['forms'])

@@ -1,6 +1,7 @@
 """The toy pipeline through the real tools: train, test with and without fusion, fuse the checkpoint,
-deploy config, distributed CPU training, and mim. Small data and schedules; subprocesses as a user
-runs them."""
+deploy config, distributed CPU training, and mim. Small data and schedules; the tools/*.py scripts run as a
+user runs them, in this process (tests.helpers.run_tool: no interpreter start-up each); the shell script, mim
+and the wheel install in new processes, as they need them."""
 import json
 import os
 import pickle
@@ -11,7 +12,7 @@ import torch
 
 from rep_backbones.toy_data import make_toy_ade20k, make_toy_coco
 
-from .helpers import ROOT, assert_rel_close, build_wheel, free_port, require_mim, run, run_ok
+from .helpers import ROOT, assert_rel_close, build_wheel, free_port, require_mim, run_ok, run_tool, run_tool_ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.mm, pytest.mark.tools]
 
@@ -46,15 +47,15 @@ def toy_coco(tmp_path_factory):
 @pytest.fixture(scope='module')
 def trained_det(toy_coco, tmp_path_factory):
     work = tmp_path_factory.mktemp('det')
-    run_ok([PY, 'tools/train.py', DET_CFG, '--work-dir', str(work), *det_options(toy_coco, iters=32)])
+    run_tool_ok('tools/train.py', DET_CFG, '--work-dir', work, *det_options(toy_coco, iters=32))
     assert os.path.isfile(work / 'iter_32.pth')
     return work
 
 
 def _test(cfg, ckpt, work, toy_coco, *extra):
     out, dump = work / f'metrics{len(extra)}.json', work / f'pred{len(extra)}.pkl'
-    log = run_ok([PY, 'tools/test.py', cfg, str(ckpt), '--work-dir', str(work), '--out-json', str(out),
-                  '--dump', str(dump), *extra, *det_options(toy_coco)])
+    log = run_tool_ok('tools/test.py', cfg, ckpt, '--work-dir', work, '--out-json', out, '--dump', dump, *extra,
+                      *det_options(toy_coco))
     with open(dump, 'rb') as f:
         predictions = pickle.load(f)    # our own file, written by this test
     return json.load(open(out)), predictions, log
@@ -87,8 +88,8 @@ def test_test_with_and_without_fusion_agree(trained_det, toy_coco, plain_test):
 
 def test_fused_checkpoint_loads_into_deploy_config(trained_det, toy_coco, plain_test, tmp_path):
     fused_ckpt = tmp_path / 'fused.pth'
-    log = run_ok([PY, 'tools/fuse_checkpoint.py', DET_CFG, str(trained_det / 'iter_32.pth'), str(fused_ckpt),
-               '--cfg-options', 'model.backbone.arch=0.5x', 'model.neck.in_channels=[12,20,56,80]'])
+    log = run_tool_ok('tools/fuse_checkpoint.py', DET_CFG, trained_det / 'iter_32.pth', fused_ckpt,
+                      '--cfg-options', 'model.backbone.arch=0.5x', 'model.neck.in_channels=[12,20,56,80]')
     assert 'fused backbone' in log and 'loads strictly' in log
     deploy_cfg = tmp_path / 'deploy.py'
     deploy_cfg.write_text(f"_base_ = [{os.path.join(ROOT, DET_CFG)!r}]\nmodel = dict(backbone=dict(deploy=True))\n")
@@ -99,8 +100,8 @@ def test_fused_checkpoint_loads_into_deploy_config(trained_det, toy_coco, plain_
     for a, b in zip(_scores(plain_pred), _scores(deploy_pred)):
         assert torch.allclose(a, b, atol=1e-4)
     # a training checkpoint in the deploy config is refused, not silently half-loaded
-    proc = run([PY, 'tools/test.py', deploy_cfg, trained_det / 'iter_32.pth', *det_options(toy_coco)])
-    assert proc.returncode != 0 and 'train-form checkpoint but the model is in deploy form' in proc.stderr
+    result = run_tool('tools/test.py', deploy_cfg, trained_det / 'iter_32.pth', *det_options(toy_coco))
+    assert result.returncode != 0 and 'train-form checkpoint but the model is in deploy form' in result.stderr
 
 
 def test_distributed_cpu_training_with_two_processes(toy_coco, tmp_path):
@@ -116,12 +117,12 @@ def test_segmentation_toy_train_and_fused_test(tmp_path):
     opts = ['--cfg-options', f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
             f'test_dataloader.dataset.data_root={root}', 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
             'default_hooks.checkpoint.interval=4', 'train_dataloader.batch_size=2']
-    run_ok([PY, 'tools/train.py', SEG_CFG, '--work-dir', str(tmp_path), *opts])
+    run_tool_ok('tools/train.py', SEG_CFG, '--work-dir', tmp_path, *opts)
     metrics, logits, logs = {}, {}, {}
     for name, extra in [('plain', ['--no-fuse']), ('fused', [])]:
         out, dump = tmp_path / f'{name}.json', tmp_path / f'{name}.pkl'
-        logs[name] = run_ok([PY, 'tools/test.py', SEG_CFG, str(tmp_path / 'iter_4.pth'), '--work-dir', str(tmp_path),
-                             '--out-json', str(out), '--out', str(dump), *extra, *opts])
+        logs[name] = run_tool_ok('tools/test.py', SEG_CFG, tmp_path / 'iter_4.pth', '--work-dir', tmp_path,
+                                 '--out-json', out, '--out', dump, *extra, *opts)
         metrics[name] = json.load(open(out))
         with open(dump, 'rb') as f:
             logits[name] = [p['seg_logits']['data'] for p in pickle.load(f)]    # our own file, written just now

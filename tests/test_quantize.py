@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import sys
 
 import numpy as np
 import onnx
@@ -27,7 +26,7 @@ from rep_backbones.io.build import build_from_spec
 from rep_backbones.models import BACKBONES
 from rep_backbones.models.repmobile import SplitShortcut
 
-from .helpers import ROOT, assert_rel_close, load_tool, require, run
+from .helpers import ROOT, assert_rel_close, load_tool, require, run_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.deploy, pytest.mark.usefixtures('one_thread')]
 TABLE = load_tool('tools/analysis/int8_family_table.py')
@@ -128,6 +127,37 @@ def test_quantize_refuses_a_graph_with_batchnorm(toy_inputs, tmp_path):
     assert not int8.exists()
 
 
+def test_op_types_leave_the_other_operators_float(toy_inputs, tmp_path):
+    """``op_types``: quantize-dequantize pairs only on the inputs and outputs of those operators, so the other
+    operators compute in float on float tensors of their own (a whole-model graph's box decoding, NMS and mask
+    pasting, docs/deploy.md); by default onnxruntime also quantizes between Add, Concat, pooling, ..."""
+    import onnx
+    calib, evals = toy_inputs
+    fp32 = tmp_path / 'm.onnx'
+    export_onnx(rep_backbones.fuse(build_from_spec('RepGhostNet:0.5x')), torch.from_numpy(evals[0]), fp32)
+
+    def pairs_away_from_conv(path) -> int:
+        """Quantize-dequantize pairs whose tensor no Conv makes and no Conv reads."""
+        graph = onnx.load(str(path)).graph
+        producer = {o: n for n in graph.node for o in n.output}
+        readers = {}
+        for node in graph.node:
+            for name in node.input:
+                readers.setdefault(name, set()).add(node.op_type)
+        away = 0
+        for dq in (n for n in graph.node if n.op_type == 'DequantizeLinear'):
+            q_node = producer.get(dq.input[0])
+            if q_node is None or q_node.op_type != 'QuantizeLinear':
+                continue                                        # a weight: read by its Conv
+            made_by = producer.get(q_node.input[0])
+            away += (made_by is None or made_by.op_type != 'Conv') and 'Conv' not in readers.get(dq.output[0], ())
+        return away
+    for name, op_types in (('all', None), ('conv', ('Conv',))):
+        q.quantize_onnx(fp32, tmp_path / f'{name}.onnx', calib[:2], progress=False, op_types=op_types)
+    assert pairs_away_from_conv(tmp_path / 'conv.onnx') == 0
+    assert pairs_away_from_conv(tmp_path / 'all.onnx') > 0, 'the default quantizes more than around the Convs'
+
+
 def test_failed_quantization_leaves_no_file(toy_inputs, tmp_path, monkeypatch):
     import onnxruntime.quantization as ortq
     calib, evals = toy_inputs
@@ -189,9 +219,9 @@ def test_identity_split_is_exact(spec, toy_inputs):
 
 
 # -- the command-line tool ------------------------------------------------------------------------
-def run_tool(*argv, cwd=ROOT):
-    return run([sys.executable, ROOT / 'tools' / 'quantize_onnx.py', *argv], cwd=cwd, env={'OMP_NUM_THREADS': '1'},
-               timeout=300)
+def quantize_tool(*argv, cwd=ROOT):
+    """``python tools/quantize_onnx.py ARGV``, run in this process (:func:`tests.helpers.run_tool`)."""
+    return run_tool('tools/quantize_onnx.py', *argv, cwd=cwd, env={'OMP_NUM_THREADS': '1'})
 
 
 def test_tool_backbone_spec(toy_images, tmp_path):
@@ -199,24 +229,24 @@ def test_tool_backbone_spec(toy_images, tmp_path):
     out = tmp_path / 'bb.int8.onnx'
     common = ['RepGhostNet:0.5x', 'none', '--out', out, '--shape', 64, 64, '--calib-dir', calib_dir,
               '--calib-n', 2, '--threads', 1, '--no-progress']
-    proc = run_tool(*common, '--eval-n', 2, '--range-report', 3)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = quantize_tool(*common, '--eval-n', 2, '--range-report', 3)
+    assert result.returncode == 0, result.stdout + result.stderr
     assert out.is_file() and (tmp_path / 'bb.fp32.onnx').is_file()
-    assert 'fused layout (--fused-layout auto): model (RepGhostNet) default' in proc.stdout
-    assert len(re.findall(r'^  output\d \(1, \d+, \d+, \d+\): SQNR -?[\d.]+ dB, max \|diff\|', proc.stdout,
-                          re.M)) == 4, proc.stdout
-    report = proc.stdout.split('range report')[1].strip().splitlines()[1:]
+    assert 'fused layout (--fused-layout auto): model (RepGhostNet) default' in result.stdout
+    assert len(re.findall(r'^  output\d \(1, \d+, \d+, \d+\): SQNR -?[\d.]+ dB, max \|diff\|', result.stdout,
+                          re.M)) == 4, result.stdout
+    report = result.stdout.split('range report')[1].strip().splitlines()[1:]
     assert len(report) == 3 and all(' dB ' in line for line in report)
-    proc = run_tool(*common, '--eval-n', 1, '--min-sqnr', 1000)     # unreachable: status 1
-    assert proc.returncode == 1 and '< --min-sqnr 1000' in proc.stderr
+    result = quantize_tool(*common, '--eval-n', 1, '--min-sqnr', 1000)     # unreachable: status 1
+    assert result.returncode == 1 and '< --min-sqnr 1000' in result.stderr
 
 
 def test_tool_refuses_unfused_model(toy_images, tmp_path):
     out = tmp_path / 'x.int8.onnx'
-    proc = run_tool('RepNeXt:M0', 'none', '--out', out, '--shape', 64, 64, '--no-fuse',
-                    '--calib-dir', toy_images[0][0].parent, '--calib-n', 2)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert 'RepNeXt is not fused' in proc.stderr and 'BatchNorm' in proc.stderr
+    result = quantize_tool('RepNeXt:M0', 'none', '--out', out, '--shape', 64, 64, '--no-fuse',
+                           '--calib-dir', toy_images[0][0].parent, '--calib-n', 2)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert 'RepNeXt is not fused' in result.stderr and 'BatchNorm' in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -241,18 +271,18 @@ def test_tool_detector_tensor_mode_and_map(tmp_path):
     checkpoint = tmp_path / 'random.pth'
     torch.save({'meta': {}, 'state_dict': build_model_from_config(str(config)).state_dict()}, checkpoint)
     out = tmp_path / 'det.int8.onnx'
-    proc = run_tool(config, checkpoint, '--out', out,
-                    '--calib-dir', paths['train_img_dir'], '--calib-n', 2, '--eval-n', 1, '--eval-map',
-                    '--threads', 1, '--no-progress', cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert 'input size (160, 192) from the pipeline' in proc.stdout
-    sqnr = [float(v) for v in re.findall(r'^  output\d+ \(1, \d+, \d+, \d+\): SQNR (-?[\d.]+) dB', proc.stdout, re.M)]
+    result = quantize_tool(config, checkpoint, '--out', out,
+                           '--calib-dir', paths['train_img_dir'], '--calib-n', 2, '--eval-n', 1, '--eval-map',
+                           '--threads', 1, '--no-progress', cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert 'input size (160, 192) from the pipeline' in result.stdout
+    sqnr = [float(v) for v in re.findall(r'^  output\d+ \(1, \d+, \d+, \d+\): SQNR (-?[\d.]+) dB', result.stdout, re.M)]
     assert len(sqnr) == 10 and min(sqnr) >= DET_SQNR_FLOOR_DB, sqnr
     scores = {}
     for name in ('fp32', 'INT8'):
         found = re.search(rf'^{name} onnxruntime: coco/bbox_mAP ([\d.]+), coco/bbox_mAP_50 ([\d.]+)$',
-                          proc.stdout, re.M)
-        assert found, proc.stdout[-2000:]
+                          result.stdout, re.M)
+        assert found, result.stdout[-2000:]
         scores[name] = [float(v) for v in found.groups()]
     assert scores['fp32'][1] > 0, f'no detection hits: the comparison would be 0 with 0 ({scores})'
     for fp32, int8, drop in zip(scores['fp32'], scores['INT8'], DET_MAP_DROP_MAX):
@@ -389,20 +419,20 @@ def test_tool_segmentor_miou(toy_segmentor, tmp_path):
     from rep_backbones.io.build import build_model_from_config
     config, checkpoint = toy_segmentor
     out = tmp_path / 'seg.int8.onnx'
-    proc = run_tool(config, checkpoint, '--out', out, '--eval', '--calib-n', 8, '--eval-n', 2,
-                    '--threads', 1, '--no-progress')
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f'input size {SEG_SIZE} from the pipeline' in proc.stdout
-    assert 'fused layout (--fused-layout auto): backbone (RepGhostNet) default' in proc.stdout
-    assert len(re.findall(r'^  output0 \(1, 150, 24, 32\): SQNR', proc.stdout, re.M)) == 1, proc.stdout
+    result = quantize_tool(config, checkpoint, '--out', out, '--eval', '--calib-n', 8, '--eval-n', 2,
+                           '--threads', 1, '--no-progress')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f'input size {SEG_SIZE} from the pipeline' in result.stdout
+    assert 'fused layout (--fused-layout auto): backbone (RepGhostNet) default' in result.stdout
+    assert len(re.findall(r'^  output0 \(1, 150, 24, 32\): SQNR', result.stdout, re.M)) == 1, result.stdout
     scores = {}
     for name in ('fp32', 'INT8'):
-        found = re.search(rf'^{name} onnxruntime: aAcc ([\d.]+), mIoU ([\d.]+), mAcc ([\d.]+)$', proc.stdout, re.M)
-        assert found, proc.stdout[-2000:]
+        found = re.search(rf'^{name} onnxruntime: aAcc ([\d.]+), mIoU ([\d.]+), mAcc ([\d.]+)$', result.stdout, re.M)
+        assert found, result.stdout[-2000:]
         scores[name] = dict(zip(('aAcc', 'mIoU', 'mAcc'), map(float, found.groups())))
     found = re.search(r'^INT8 vs fp32 onnxruntime: arg-max agreement ([\d.]+) % of pixels, logits SQNR (-?[\d.]+) dB$',
-                      proc.stdout, re.M)
-    assert found, proc.stdout[-2000:]
+                      result.stdout, re.M)
+    assert found, result.stdout[-2000:]
     printed = tuple(map(float, found.groups()))
 
     # the harness: mmseg's own predict on the fused PyTorch model, same images, same evaluator

@@ -7,11 +7,10 @@ import glob
 import os
 import re
 import shlex
-import sys
 
 import pytest
 
-from .helpers import ROOT, run_ok
+from .helpers import ROOT, run_tool_ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.tools]
 
@@ -43,7 +42,9 @@ DOC_COMMANDS = [(page, command) for page in DOCS[1:] for command in _commands(pa
 
 @functools.lru_cache(maxsize=None)
 def _help(script: str) -> str:
-    return run_ok([sys.executable, script, '--help'], timeout=300)
+    """``python SCRIPT --help``, run in this process (a new interpreter per tool cost ~9 s of imports; that
+    each tool starts as a script is test_tools_deploy.py's ``test_tools_help``)."""
+    return run_tool_ok(script, '--help')
 
 
 def test_the_readme_has_commands():

@@ -21,7 +21,7 @@ from rep_backbones.deploy.runtimes import ort_session
 from rep_backbones.io.build import build_from_spec, is_backbone_spec, parse_backbone_spec, shape_tuple
 from rep_backbones.models import BACKBONES, CLASSIFIERS
 
-from .helpers import count_norms, randomize_bn, require, run
+from .helpers import count_norms, randomize_bn, require, run, run_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_ODD = (67, 93)          # backbone-only exports (stride 32 still gives a 3x3 map)
@@ -44,9 +44,9 @@ SEMFPN = _config('repghostnet/fpn_repghostnet-1.0x_8xb4-40k_ade20k-512x512.py', 
 pytestmark = [pytest.mark.slow, pytest.mark.deploy, pytest.mark.usefixtures('one_thread')]
 
 
-def _tool(*args, cwd=ROOT):
-    """Run ``python tools/...`` as a user does (no PYTHONPATH: the package must come from the install)."""
-    return run([sys.executable, *args], cwd=cwd, unset=('PYTHONPATH',), env={'OMP_NUM_THREADS': '1'}, timeout=300)
+def _python(*args):
+    """Run ``python ARGS`` as a user does (no PYTHONPATH: the package must come from the install)."""
+    return run([sys.executable, *args], cwd=ROOT, unset=('PYTHONPATH',), env={'OMP_NUM_THREADS': '1'}, timeout=300)
 
 
 def _export_and_check(module, reference, x, path, **kw):
@@ -102,13 +102,13 @@ def test_backbone_onnx_parity(name, tmp_path):
 
 
 def test_export_cli_backbone_spec(tmp_path):
-    """The command line from another directory: ``rep_backbones`` comes from the installed
-    (editable) package, not from a sys.path entry the tool adds."""
+    """The command line from another directory (run in this process: :func:`run_tool`; that the tool starts
+    with ``rep_backbones`` from the install, not from a sys.path entry, is :func:`test_tools_help`'s)."""
     out = tmp_path / 'rg.onnx'
-    proc = _tool(ROOT / 'tools/export_onnx.py', 'RepGhostNet:0.5x', 'none', '--out', out, '--backbone-only',
-                 '--shape', '65', '97', cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'BatchNormalization nodes: 0' in proc.stdout
+    result = run_tool('tools/export_onnx.py', 'RepGhostNet:0.5x', 'none', '--out', out, '--backbone-only',
+                      '--shape', '65', '97', cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'BatchNormalization nodes: 0' in result.stdout
     assert onnx_op_counts(out).get('Conv', 0) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ['rg.onnx']     # no temporary file left
 
@@ -119,8 +119,10 @@ def test_build_for_export_unknown_variant():
 
 
 def test_tools_help():
-    """Every tool's ``--help`` (one interpreter, each tool run as ``__main__``): the tools import
-    ``rep_backbones`` as installed, with no sys.path set-up of their own."""
+    """Every tool's ``--help`` in one new interpreter (each tool run as ``__main__``, one start-up instead of
+    one per tool): the other tests run the tools in their own process (tests.helpers.run_tool), so this is
+    where each starts as a script from a checkout. The tools import ``rep_backbones`` as installed, with no
+    sys.path set-up of their own (but for those in ``own_sys_path``)."""
     code = (
         'import runpy, sys\n'
         'for tool in sys.argv[1:]:\n'
@@ -130,12 +132,15 @@ def test_tools_help():
         '    except SystemExit as exit:\n'
         '        assert exit.code == 0, (tool, exit.code)\n'
         '    print("HELP-OK", tool, flush=True)\n')
-    tools = ['tools/export_onnx.py', 'tools/analysis/complexity.py', 'tools/train.py', 'tools/test.py',
-             'tools/fuse_checkpoint.py']
-    proc = _tool('-c', code, *tools)
+    tools = [*sorted(str(p.relative_to(ROOT)) for p in (ROOT / 'tools').glob('*.py')),
+             'tools/analysis/complexity.py', 'tools/analysis/deploy_layouts.py']
+    proc = _python('-c', code, *tools)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [line.split()[1] for line in proc.stdout.splitlines() if line.startswith('HELP-OK')] == tools
-    assert 'sys.path.insert' not in ''.join((ROOT / t).read_text() for t in tools)
+    # the demo and the mmdeploy tool also run from a checkout without an install; deploy_layouts imports
+    # a script beside it
+    own_sys_path = ['tools/demo.py', 'tools/deploy_mmdeploy.py', 'tools/analysis/deploy_layouts.py']
+    assert 'sys.path.insert' not in ''.join((ROOT / t).read_text() for t in tools if t not in own_sys_path)
 
 
 # -- whole models from the configs -------------------------------------------------------------

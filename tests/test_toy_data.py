@@ -12,7 +12,7 @@ from PIL import Image
 
 from rep_backbones.toy_data import TOY_ADE_LABELS, TOY_COCO_CLASSES, make_toy_ade20k, make_toy_coco, toy_coco_metainfo
 
-from .helpers import ROOT, require, run_ok
+from .helpers import ROOT, require, run_ok, run_tool_ok
 
 SIZE = (160, 208)  # (H, W)
 N_TRAIN, N_VAL = 16, 6
@@ -274,15 +274,30 @@ def test_mmseg_ade20k_dataset_reads_toy_ade(ade_root):
             assert set(seg.unique().tolist()) <= allowed
 
 
+def test_module_cli_lists_each_datasets_options(capsys):
+    """``python -m rep_backbones.toy_data ade20k --help`` shows ade20k's own options (the dataset name picks
+    the command before any option is read); an unknown name is refused with the choices."""
+    from rep_backbones.toy_data.__main__ import main
+    with pytest.raises(SystemExit) as exit_:
+        main(['ade20k', '--help'])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert 'python -m rep_backbones.toy_data ade20k' in out and 'ADE20K' in out and '--num-train' in out
+    with pytest.raises(SystemExit):
+        main(['voc'])
+    assert "invalid choice: 'voc'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.tools
 @pytest.mark.parametrize('script, dataset', [('detection/prepare_toy_coco.py', 'coco'),
                                              ('segmentation/prepare_toy_ade20k.py', 'ade20k')])
 def test_prepare_scripts_and_module_cli_write_the_same_set(script, dataset, tmp_path):
     """``python detection/prepare_toy_coco.py`` (a thin script) and ``python -m rep_backbones.toy_data coco``
-    write byte-identical sets for the same arguments."""
+    write byte-identical sets for the same arguments. The script runs in this process (:func:`run_tool_ok`:
+    no interpreter start-up); ``-m`` in a new interpreter, as the documented way to start the generator."""
     args = ['--num-train', '2', '--num-val', '1', '--size', '64', '80']
-    run_ok([sys.executable, os.path.join(ROOT, script), '--root', str(tmp_path / 'script'), *args], cwd=tmp_path)
+    run_tool_ok(script, '--root', tmp_path / 'script', *args, cwd=tmp_path)
     run_ok([sys.executable, '-m', 'rep_backbones.toy_data', dataset, '--root', str(tmp_path / 'module'), *args],
            cwd=ROOT)
     files = sorted(p.relative_to(tmp_path / 'script') for p in (tmp_path / 'script').rglob('*') if p.is_file())

@@ -135,13 +135,6 @@ def plot_curve(points: Dict[str, List[tuple]], out: Path, title: str) -> None:
 
 
 # -- timing loop -----------------------------------------------------------------------------------
-def _session(onnx_path: Path, threads: int):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=['CPUExecutionProvider'])
-
-
 def _two_stage(model) -> bool:
     return hasattr(model, 'rpn_head') and hasattr(model, 'roi_head')
 
@@ -150,13 +143,17 @@ def raw_output_differences(models: Dict[str, object], onnx_path: Path, data, thr
     """Per form, the largest ``max |out - ref| / max |ref|`` over the network's raw tensors on the batch
     ``data``, each tensor against its own scale, ``ref`` being the training form's (the first of ``models``).
 
-    The PyTorch forms are compared on the backbone + neck maps and on the tensor-mode head outputs (class
-    scores and box deltas of every level, before any score threshold or NMS); the last form, onnxruntime,
-    runs its graph: the whole tensor-mode network, or backbone + neck for two-stage detectors. Per tensor,
-    because a briefly trained head's outputs sit near their initial biases: against the largest output of
-    all, a changed feature map would hide below float rounding."""
+    The PyTorch forms are compared on the backbone + neck maps and on the raw head outputs: class scores and
+    box deltas of every level, before any score threshold or NMS (tensor mode); for two-stage detectors the RPN
+    maps and the RoI head's box and mask outputs on the training form's proposals (each form's own proposals
+    would go through NMS, where a last-bit difference can swap near-tied boxes and compare different RoIs).
+    The last form, onnxruntime, runs its graph: the whole tensor-mode network, or backbone + neck for two-stage
+    detectors. Per tensor, because a briefly trained head's outputs sit near their initial biases: against the
+    largest output of all, a changed feature map would hide below float rounding."""
     import numpy as np
     import torch
+
+    from rep_backbones.deploy.runtimes import ort_session
     names = list(models)
     reference = models[names[0]]
     batch = reference.data_preprocessor(copy.deepcopy(data), False)
@@ -166,13 +163,19 @@ def raw_output_differences(models: Dict[str, object], onnx_path: Path, data, thr
         return [outputs] if isinstance(outputs, torch.Tensor) else [t for o in outputs for t in flat(o)]
 
     def raw(model):
-        """(backbone + neck maps, tensor-mode outputs)"""
-        return flat(model.extract_feat(inputs)), flat(model(inputs, samples, mode='tensor'))
+        """(backbone + neck maps, raw head outputs)"""
+        features = model.extract_feat(inputs)
+        if not _two_stage(model):
+            return flat(features), flat(model(inputs, samples, mode='tensor'))
+        return flat(features), flat(model.rpn_head(features)) + flat(model.roi_head.forward(features, proposals,
+                                                                                                samples))
     with torch.no_grad():
+        if _two_stage(reference):
+            proposals = reference.rpn_head.predict(reference.extract_feat(inputs), samples, rescale=False)
         features, tensors = raw(reference)
         ref = {'pytorch': features + tensors, 'graph': features if _two_stage(reference) else tensors}
         outs = {name: ('pytorch', sum(raw(models[name]), [])) for name in names[1:-1]}
-    outs[names[-1]] = ('graph', [torch.from_numpy(o) for o in _session(onnx_path, threads).run(
+    outs[names[-1]] = ('graph', [torch.from_numpy(o) for o in ort_session(onnx_path, threads).run(
         None, {'input': np.ascontiguousarray(inputs.numpy())})])
     diffs = {names[0]: 0.0}
     for name, (kind, out) in outs.items():
@@ -184,39 +187,16 @@ def raw_output_differences(models: Dict[str, object], onnx_path: Path, data, thr
     return diffs
 
 
-def ort_predictor(model, onnx_path: Path, shape, threads: int) -> Callable:
-    """``predict(data) -> data samples`` running the ONNX graph in onnxruntime, with the model's own
-    PyTorch pre-processing (normalise, pad) and post-processing (anchors, box decoding, NMS, rescale;
-    for two-stage detectors the RPN and RoI heads: the graph is backbone + neck)."""
-    import numpy as np
-    import torch
-    session = _session(onnx_path, threads)
-    two_stage = _two_stage(model)
-
-    def predict(data):
-        data = model.data_preprocessor(data, False)
-        inputs, samples = data['inputs'], data['data_samples']
-        if tuple(inputs.shape) != tuple(shape):
-            raise ValueError(f'the ONNX graph was exported for input {tuple(shape)}, got {tuple(inputs.shape)}')
-        outs = [torch.from_numpy(o) for o in session.run(None, {'input': np.ascontiguousarray(inputs.numpy())})]
-        if two_stage:
-            proposals = model.rpn_head.predict(outs, samples, rescale=False)
-            results = model.roi_head.predict(outs, proposals, samples, rescale=True)
-        else:
-            n = len(outs) // 2   # RetinaNet tensor mode: per-level class scores, then box deltas
-            results = model.bbox_head.predict_by_feat(outs[:n], outs[n:], batch_img_metas=[s.metainfo for s in samples],
-                                                      rescale=True)
-        return model.add_pred_to_datasample(samples, results)
-    return predict
-
-
 def time_forms(predictors: Dict[str, Callable], dataloader, test_evaluator, dataset_meta) -> Dict[str, dict]:
-    """Run every predictor on every batch (batch 1), taking turns; returns per form the metrics of
-    its predictions, its median latency in ms per image and the predictions themselves."""
+    """Run every predictor on every batch (batch 1), taking turns (``rep_backbones.deploy.timing``'s call
+    timer); returns per form the metrics of its predictions, its median latency in ms per image and the
+    predictions themselves."""
     import statistics
 
     import torch
     from mmengine.evaluator import Evaluator
+
+    from rep_backbones.deploy.timing import timed_call
     with contextlib.redirect_stdout(io.StringIO()):          # pycocotools' progress prints
         evaluators = {name: Evaluator(test_evaluator) for name in predictors}
     times: Dict[str, List[float]] = {name: [] for name in predictors}
@@ -225,9 +205,8 @@ def time_forms(predictors: Dict[str, Callable], dataloader, test_evaluator, data
         for data in dataloader:
             for name, predict in predictors.items():
                 own = copy.deepcopy(data)     # predictions are written into the data samples
-                start = time.perf_counter()
-                samples = predict(own)
-                times[name].append((time.perf_counter() - start) * 1000 / len(samples))
+                samples, seconds = timed_call(lambda: predict(own))
+                times[name].append(seconds * 1000 / len(samples))
                 evaluators[name].process(data_samples=samples, data_batch=own)
                 outputs[name].extend(samples)
     results = {}
@@ -348,6 +327,8 @@ def main(argv=None):
     from mmengine.runner import Runner
 
     import rep_backbones
+    from rep_backbones.deploy.forms import backend_predictor
+    from rep_backbones.deploy.runtimes import Session
     from rep_backbones.io.build import build_model_from_config, load_config
     register_all_modules()
     logger = MMLogger.get_instance(f'demo_{time.time_ns()}', log_file=str(work / 'timing.log'))
@@ -379,7 +360,8 @@ def main(argv=None):
           f'threads, forms interleaved)', flush=True)
     start = time.time()
     predictors = {name: models[name].test_step for name in FORMS[:3]}
-    predictors[FORMS[3]] = ort_predictor(models[FORMS[2]], onnx_path, shape, threads)
+    # the graph in onnxruntime inside the model's own pre- and post-processing, as tools/deploy.py runs it
+    predictors[FORMS[3]] = backend_predictor(models[FORMS[2]], Session('onnxruntime', onnx_path, threads))
     timed = time_forms(predictors, dataloader, cfg.test_evaluator, dataloader.dataset.metainfo)
     print(f'  done in {time.time() - start:.0f} s (log: {work / "timing.log"})', flush=True)
 

@@ -102,10 +102,11 @@ def _deploy_candidates(p: Prepared, specs, fp32_path: str, scratch: str, options
             sessions[name] = Session(backend, fp32_path, options.threads)
         elif quantizer == 'QDQ':
             qdq = os.path.join(scratch, 'model.int8.onnx')
-            if not os.path.exists(qdq):          # one QDQ graph, run by each runtime
-                _, _, extra['QDQ'] = quantize_int8(p.model, fp32_path, scratch, p.dataset, p.batches,
-                                                   dataclasses.replace(options, backend='onnxruntime'), {}, calibration)
-            sessions[name] = Session(backend, qdq, options.threads)
+            if not os.path.exists(qdq):          # one QDQ graph (and its onnxruntime session), run by each runtime
+                _, ort_qdq, extra['QDQ'] = quantize_int8(p.model, fp32_path, scratch, p.dataset, p.batches,
+                                                         dataclasses.replace(options, backend='onnxruntime'), {},
+                                                         calibration)
+            sessions[name] = ort_qdq if backend == 'onnxruntime' else Session(backend, qdq, options.threads)
         else:
             try:
                 _, sessions[name], extra['NNCF'] = quantize_int8(p.model, fp32_path, scratch, p.dataset, p.batches,

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple, TypeVar
 
 import numpy as np
 import torch
+
+T = TypeVar('T')
 
 
 def _sync(device: str) -> None:
@@ -20,16 +22,18 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def timed_call(fn: Callable[[], T], device: str = 'cpu') -> Tuple[T, float]:
+    """``(fn(), seconds it took)``, CUDA synchronised before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    result = fn()
+    _sync(device)
+    return result, time.perf_counter() - t0
+
+
 def time_calls(fn: Callable[[], object], n: int, device: str = 'cpu') -> List[float]:
     """Seconds of each of ``n`` calls (CUDA synchronised before and after each)."""
-    times = []
-    for _ in range(n):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
+    return [timed_call(fn, device)[1] for _ in range(n)]
 
 
 def interleaved(fns: Dict[str, Callable[[], object]], rounds: int, iters: int, warmup: int = 1,

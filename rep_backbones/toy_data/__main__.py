@@ -9,6 +9,7 @@ Deterministic (same arguments -> identical files) and idempotent (a stamp file m
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Optional, Sequence
 
@@ -24,8 +25,8 @@ def _common(parser: argparse.ArgumentParser, root: str, size: Sequence[int]) -> 
     parser.add_argument('--seed', type=int, default=0)
 
 
-def coco_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description='Generate the toy COCO instance-segmentation set '
+def coco_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description='Generate the toy COCO instance-segmentation set '
                                      "(mmdet's CocoDataset layout: annotations/instances_{train,val}2017.json, "
                                      '{train,val}2017/*.jpg).')
     _common(parser, 'data/toy_coco', (160, 192))
@@ -35,16 +36,16 @@ def coco_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def ade20k_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description='Generate the toy ADE20K-layout semantic-segmentation set '
+def ade20k_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description='Generate the toy ADE20K-layout semantic-segmentation set '
                                      "(mmseg's ADE20KDataset layout: images/ and annotations/ "
                                      '{training,validation}; ADE20K label values, 0 = other/ignored).')
     _common(parser, 'data/toy_ade20k', (256, 320))
     return parser
 
 
-def main_coco(argv: Optional[Sequence[str]] = None) -> dict:
-    args = coco_parser().parse_args(argv)
+def main_coco(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> dict:
+    args = coco_parser(prog).parse_args(argv)
     start = time.time()
     paths = make_toy_coco(args.root, num_train=args.num_train, num_val=args.num_val, image_size=tuple(args.size),
                           seed=args.seed, max_objects=args.max_objects, object_size=tuple(args.object_size))
@@ -54,8 +55,8 @@ def main_coco(argv: Optional[Sequence[str]] = None) -> dict:
     return paths
 
 
-def main_ade20k(argv: Optional[Sequence[str]] = None) -> dict:
-    args = ade20k_parser().parse_args(argv)
+def main_ade20k(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> dict:
+    args = ade20k_parser(prog).parse_args(argv)
     start = time.time()
     paths = make_toy_ade20k(args.root, num_train=args.num_train, num_val=args.num_val,
                             image_size=tuple(args.size), seed=args.seed)
@@ -70,10 +71,14 @@ COMMANDS = {'coco': main_coco, 'ade20k': main_ade20k}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """The dataset name picks the command, which parses the rest (so ``ade20k --help`` lists ade20k's options)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:
+        COMMANDS[argv[0]](argv[1:], prog=f'python -m rep_backbones.toy_data {argv[0]}')
+        return
     parser = argparse.ArgumentParser(prog='python -m rep_backbones.toy_data', description=__doc__.splitlines()[0])
     parser.add_argument('dataset', choices=sorted(COMMANDS))
-    args, rest = parser.parse_known_args(argv)
-    COMMANDS[args.dataset](rest)
+    parser.parse_args(argv)        # help, or the error that names the choices
 
 
 if __name__ == '__main__':
