@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from rep_backbones.toy_data import make_toy_ade20k, make_toy_coco
 
-from .helpers import require, run_tool, run_tool_ok
+from .helpers import require, run, run_ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.mm, pytest.mark.tools]
 
@@ -34,10 +35,10 @@ def _random_checkpoint(config: Path, path: Path) -> Path:
 
 
 def _test_tool(config: Path, checkpoint: Path, work: Path, options: list, cfg_options: list) -> str:
-    """Run ``tools/test.py`` as a user does (in this process: :func:`run_tool`); returns its log."""
+    """Run ``python tools/test.py`` as a user does; returns its log."""
     cfg_options = [f'{k}={v}'.replace(' ', '') for k, v in SMALL_BACKBONE.items()] + cfg_options
-    return run_tool_ok('tools/test.py', config, checkpoint, '--work-dir', work, *options,
-                       '--cfg-options', *cfg_options, env={'OMP_NUM_THREADS': '1'})
+    return run_ok([sys.executable, 'tools/test.py', config, checkpoint, '--work-dir', work, *options,
+                   '--cfg-options', *cfg_options], env={'OMP_NUM_THREADS': '1'})
 
 
 def test_detection_out_pkl_show_dir_json(tmp_path):
@@ -87,8 +88,8 @@ def test_segmentation_out_pkl_show_dir(tmp_path):
 
 
 def test_out_must_be_pickle(tmp_path):
-    result = run_tool('tools/test.py', DET_CFG, 'x.pth', '--out', 'pred.json')
-    assert result.returncode == 2 and '--out pred.json: the predictions file must end with .pkl' in result.stderr
+    proc = run([sys.executable, 'tools/test.py', DET_CFG, 'x.pth', '--out', 'pred.json'], timeout=120)
+    assert proc.returncode == 2 and '--out pred.json: the predictions file must end with .pkl' in proc.stderr
 
 
 def test_prediction_dump_is_atomic(tmp_path, monkeypatch):

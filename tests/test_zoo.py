@@ -26,7 +26,7 @@ import rep_backbones
 from rep_backbones.checkpoint import CheckpointError
 from rep_backbones.io.build import build_model_from_config
 
-from .helpers import keys_file, run_tool, run_tool_ok, synthetic_state_dict
+from .helpers import keys_file, synthetic_state_dict
 from .test_weights_url import hub_cache, served  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.mm]
@@ -208,10 +208,11 @@ def test_missing_neck_key_stops_the_test_tool_naming_it(served, hub_cache, tmp_p
     url = _publish(served, checkpoint, 'repnext_m3_coco_incomplete.pth')
     root = tmp_path / 'coco'
     ann = _coco_named_toy_set(root)
-    result = run_tool('tools/test.py', ROOT / 'configs' / config, url, '--work-dir', tmp_path / 'work',
-                      '--cfg-options', *_toy_test_options(root, ann))
-    log = result.output
-    assert result.returncode != 0
+    proc = subprocess.run([sys.executable, 'tools/test.py', str(ROOT / 'configs' / config), url,
+                           '--work-dir', str(tmp_path / 'work'), '--cfg-options', *_toy_test_options(root, ann)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
     assert 'missing keys in source state_dict: neck.fpn_convs.2.conv.weight' in log, log[-3000:]
     assert 'coco/bbox_mAP' not in log
 
@@ -224,8 +225,12 @@ def test_released_detector_through_tools_test(served, hub_cache, tmp_path):  # n
     url = _publish(served, checkpoint, 'repnext_m3_coco.pth')
     root = tmp_path / 'coco'
     ann = _coco_named_toy_set(root)
-    log = run_tool_ok('tools/test.py', ROOT / 'configs' / config, url, '--work-dir', tmp_path / 'work',
-                      '--out-json', tmp_path / 'metrics.json', '--cfg-options', *_toy_test_options(root, ann))
+    proc = subprocess.run([sys.executable, 'tools/test.py', str(ROOT / 'configs' / config), url,
+                           '--work-dir', str(tmp_path / 'work'), '--out-json', str(tmp_path / 'metrics.json'),
+                           '--cfg-options', *_toy_test_options(root, ann)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
     assert 'written by mmdet 2.28.2 (mmcv 1.7.1)' in log
     assert 'RepFuseHook (test): fused backbone' in log and 'fused vs training form on the first batch' in log
     metrics = json.loads((tmp_path / 'metrics.json').read_text())
